@@ -1,0 +1,383 @@
+"""The one runner that does all I/O for processors and projections.
+
+A **processor** is a pure ``handle(event, ctx) -> list[Event]``; a **projection** is a
+``write(events)`` batch sink.  The runner pulls from the component's durable consumer,
+decodes with the family's typed decoder, calls the component, publishes outputs, and
+only then acks.  Error paths:
+
+=====================  ===========================================================
+malformed / invalid    dead-letter with the raw bytes and reason, then ``term``
+transient failure      ``nak(delay)`` following the consumer's backoff
+any failure on the     dead-letter with the last error, then ``term``
+last allowed delivery
+never acked, deliver-  the server's MAX_DELIVERIES advisory names the sequence; the
+ies exhausted          runner fetches that message and dead-letters it
+=====================  ===========================================================
+
+Outputs get ids derived from the input's id (``Context.derive``), and publishing sets
+``Nats-Msg-Id``: a message redelivered after a crash re-publishes the same ids, which
+the stream drops as duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import ModuleType
+from typing import Any
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+from opentelemetry import trace
+
+from bus import tracing
+from bus.publish import publish
+from bus.subjects import tenant_of_subject
+from bus.topology import ConsumerSpec, consumer_for
+from contracts.base import TENANT_RE, Event, derive_id, event_type, utc_now
+from contracts.deadletters import MessageDeadLettered
+from contracts.errors import ContractError, TransientError
+from contracts.registry import decode
+
+log = structlog.get_logger("tagus.runner")
+
+_TRANSPORT_ERRORS = (
+    nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError, APIError,
+    asyncio.TimeoutError, TransientError, ConnectionError,
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler may know besides the event: who it is and the clock."""
+
+    processor: str
+    now: datetime
+    input: Event
+
+    def derive(self, cls: type[Event], key: str | int = 0, **fields: Any) -> Event:
+        """Build an output event of ``cls`` caused by the input.
+
+        Its id is a function of (input id, processor, output type, key): handle the same
+        input twice and you get the same ids.  ``key`` tells apart several outputs of
+        the same type from one input.
+        """
+        fields.setdefault("occurred_at", self.input.occurred_at)
+        return cls(
+            event_id=derive_id(self.input.event_id, self.processor, event_type(cls), key),
+            tenant=self.input.tenant,
+            recorded_at=self.now,
+            causation_id=self.input.event_id,
+            correlation_id=self.input.correlation_id or self.input.event_id,
+            **fields,
+        )
+
+
+@dataclass(frozen=True)
+class Processor:
+    name: str
+    accepts: tuple[type[Event], ...]
+    handle: Callable[[Event, Context], list[Event]]
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> Processor:
+        return cls(name=module.NAME, accepts=tuple(module.ACCEPTS), handle=module.handle)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A batch sink.  ``write`` must be idempotent (replays re-deliver)."""
+
+    name: str
+    accepts: tuple[type[Event], ...]
+    write: Callable[[Sequence[Event]], None]
+    prepare: Callable[[], None] | None = None
+
+
+Component = Processor | Projection
+
+
+def consumer_spec(component: Component, **overrides) -> ConsumerSpec:
+    return consumer_for(component.name, component.accepts, **overrides)
+
+
+@dataclass
+class RunnerStats:
+    handled: int = 0
+    published: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+    batches: int = 0
+    last_stream_seq: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Pull, decode, handle, publish, ack — for one component on one durable consumer."""
+
+    def __init__(
+        self, nc: Client, component: Component, consumer: ConsumerSpec, *,
+        batch: int = 100, fetch_timeout_s: float = 1.0,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.component = component
+        self.consumer = consumer
+        self.family = event_type(component.accepts[0]).split(".", 1)[0]
+        self.batch = batch
+        self.fetch_timeout_s = fetch_timeout_s
+        self.stats = RunnerStats()
+        self._last_error: dict[int, str] = {}
+        self._log = log.bind(processor=component.name, stream=consumer.stream)
+
+    # ------------------------------------------------------------ main loop
+
+    async def run(self, stop: asyncio.Event) -> RunnerStats:
+        """Run until ``stop`` is set; the batch in hand is finished before returning."""
+        if isinstance(self.component, Projection) and self.component.prepare:
+            await asyncio.to_thread(self.component.prepare)
+        advisory = await self._watch_max_deliveries()
+        sub = None
+        try:
+            while not stop.is_set():
+                try:
+                    if sub is None:
+                        sub = await self.js.pull_subscribe_bind(
+                            self.consumer.durable, stream=self.consumer.stream
+                        )
+                    msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    continue  # nothing pending: nats-py raises instead of returning []
+                except _TRANSPORT_ERRORS as e:
+                    self._log.warning("fetch failed; retrying", error=repr(e))
+                    await asyncio.sleep(0.5)
+                    sub = await self._reset(sub)
+                    continue
+                self.stats.batches += 1
+                if isinstance(self.component, Processor):
+                    for msg in msgs:
+                        await self._process(msg)
+                else:
+                    await self._sink(msgs)
+        finally:
+            if advisory is not None:
+                await advisory.unsubscribe()
+            if sub is not None:
+                await self._reset(sub)
+        return self.stats
+
+    async def _reset(self, sub):
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - best effort on a broken subscription
+                pass
+        return None
+
+    # ------------------------------------------------------------ processors
+
+    def _decode(self, msg: Msg) -> Event | tuple[str, str]:
+        """The event, or (error_kind, reason) if the message cannot be handled."""
+        try:
+            event = decode(self.family, msg.data)
+        except msgspec.ValidationError as e:
+            return "invalid", f"breaks the {self.family} contract: {e}"
+        except (msgspec.DecodeError, ContractError) as e:
+            return "malformed", f"not a {self.family} event: {e}"
+        if not isinstance(event, self.component.accepts):
+            return "unroutable", (
+                f"{event_type(event)} is not accepted by {self.component.name} "
+                f"(accepts {[event_type(t) for t in self.component.accepts]})"
+            )
+        return event
+
+    async def _process(self, msg: Msg) -> None:
+        meta = msg.metadata
+        decoded = self._decode(msg)
+        if isinstance(decoded, tuple):
+            await self._dead_letter_msg(msg, *decoded)
+            return
+        event = decoded
+        bound = self._log.bind(tenant=event.tenant, event_id=event.event_id,
+                               subject=msg.subject, stream_seq=meta.sequence.stream)
+        with tracing.tracer().start_as_current_span(
+            f"{self.component.name} handle", context=tracing.extract(msg.headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"tagus.processor": self.component.name, "tagus.tenant": event.tenant,
+                        "tagus.event_id": event.event_id, "messaging.destination": msg.subject},
+        ):
+            ctx = Context(processor=self.component.name, now=utc_now(), input=event)
+            try:
+                outputs = await self._with_heartbeat(
+                    [msg], asyncio.to_thread(self.component.handle, event, ctx)
+                )
+            except ContractError as e:
+                await self._dead_letter_msg(msg, "invalid", f"handler rejected the event: {e}")
+                return
+            except Exception as e:  # noqa: BLE001 - every failure takes an explicit path
+                await self._retry_or_dead_letter(msg, e, bound)
+                return
+            try:
+                for out in outputs:
+                    ack = await publish(self.js, out)
+                    self.stats.published += 1
+                    self.stats.duplicates += int(bool(ack.duplicate))
+            except _TRANSPORT_ERRORS as e:
+                await self._retry_or_dead_letter(msg, e, bound)
+                return
+            await msg.ack()
+        self.stats.handled += 1
+        self.stats.last_stream_seq = meta.sequence.stream
+        bound.info("handled", outputs=len(outputs), deliveries=meta.num_delivered)
+
+    async def _with_heartbeat(self, msgs: list[Msg], work):
+        """Await ``work``, telling the server every ack_wait/3 that ``msgs`` are in progress."""
+        task = asyncio.ensure_future(work)
+        interval = max(self.consumer.ack_wait_s / 3, 0.2)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval)
+            if done:
+                return task.result()
+            try:
+                for msg in msgs:
+                    await msg.in_progress()
+            except _TRANSPORT_ERRORS:
+                pass  # the work goes on; a lost heartbeat only risks a redelivery
+
+    async def _retry_or_dead_letter(self, msg: Msg, error: Exception, bound) -> None:
+        meta = msg.metadata
+        reason = f"{type(error).__name__}: {error}"
+        self._last_error[meta.sequence.stream] = reason
+        if meta.num_delivered >= self.consumer.max_deliver:
+            await self._dead_letter_msg(
+                msg, "max_deliveries",
+                f"failed on all {meta.num_delivered} deliveries; last error {reason}",
+            )
+            return
+        delay = self.consumer.nak_delay_s(meta.num_delivered)
+        self.stats.retried += 1
+        bound.warning("handler failed; will retry", error=reason, delay_s=delay,
+                      deliveries=meta.num_delivered)
+        try:
+            await msg.nak(delay=delay)
+        except _TRANSPORT_ERRORS:
+            pass  # without the nak the server redelivers after ack_wait anyway
+
+    # ------------------------------------------------------------ projections
+
+    async def _sink(self, msgs: list[Msg]) -> None:
+        good: list[tuple[Msg, Event]] = []
+        for msg in msgs:
+            decoded = self._decode(msg)
+            if isinstance(decoded, tuple):
+                await self._dead_letter_msg(msg, *decoded)
+            else:
+                good.append((msg, decoded))
+        if not good:
+            return
+        with tracing.tracer().start_as_current_span(
+            f"{self.component.name} write", kind=trace.SpanKind.CONSUMER,
+            context=tracing.extract(good[0][0].headers),
+            attributes={"tagus.processor": self.component.name, "tagus.batch": len(good)},
+        ):
+            try:
+                await self._with_heartbeat(
+                    [m for m, _ in good], asyncio.to_thread(self.component.write, [e for _, e in good])
+                )
+            except Exception as e:  # noqa: BLE001
+                if len(good) > 1 and not isinstance(e, TransientError):
+                    # isolate the poison: write one by one, each takes its own path
+                    for msg, event in good:
+                        await self._sink_one(msg, event)
+                    return
+                for msg, _ in good:
+                    await self._retry_or_dead_letter(msg, e, self._log)
+                return
+        for msg, _ in good:
+            await msg.ack()
+        self.stats.handled += len(good)
+        self.stats.last_stream_seq = good[-1][0].metadata.sequence.stream
+        self._log.info("batch written", events=len(good),
+                       tenants=sorted({e.tenant for _, e in good}),
+                       last_stream_seq=self.stats.last_stream_seq)
+
+    async def _sink_one(self, msg: Msg, event: Event) -> None:
+        try:
+            await asyncio.to_thread(self.component.write, [event])
+        except ContractError as e:
+            await self._dead_letter_msg(msg, "invalid", f"projection rejected the event: {e}")
+            return
+        except Exception as e:  # noqa: BLE001
+            await self._retry_or_dead_letter(msg, e, self._log.bind(event_id=event.event_id))
+            return
+        await msg.ack()
+        self.stats.handled += 1
+
+    # ------------------------------------------------------------ dead letters
+
+    async def _dead_letter_msg(self, msg: Msg, kind: str, reason: str) -> None:
+        meta = msg.metadata
+        await self._dead_letter(
+            stream_seq=meta.sequence.stream, subject=msg.subject, payload=msg.data,
+            headers=dict(msg.headers or {}), kind=kind, reason=reason,
+            deliveries=meta.num_delivered,
+        )
+        await msg.term()
+
+    async def _dead_letter(self, *, stream_seq: int, subject: str, payload: bytes,
+                           headers: dict[str, str], kind: str, reason: str,
+                           deliveries: int) -> None:
+        tenant = tenant_of_subject(subject)
+        now = utc_now()
+        event = MessageDeadLettered(
+            event_id=derive_id("deadletter", self.consumer.stream, self.consumer.durable,
+                               stream_seq),
+            tenant=tenant if tenant and TENANT_RE.match(tenant) else "unknown",
+            occurred_at=now, recorded_at=now,
+            causation_id=headers.get("Nats-Msg-Id"),
+            stream=self.consumer.stream, consumer=self.consumer.durable,
+            stream_seq=stream_seq, subject=subject, payload=payload, headers=headers,
+            error_kind=kind, reason=reason, deliveries=deliveries,
+        )
+        await publish(self.js, event)
+        self.stats.dead_lettered += 1
+        self._log.error("dead-lettered", stream_seq=stream_seq, subject=subject,
+                        error_kind=kind, reason=reason, deliveries=deliveries)
+
+    async def _watch_max_deliveries(self):
+        """Dead-letter messages the server gave up on (never acked: crashes, timeouts)."""
+        subject = (f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
+                   f"{self.consumer.stream}.{self.consumer.durable}")
+
+        async def on_advisory(m: Msg) -> None:
+            try:
+                adv = json.loads(m.data)
+                seq = int(adv["stream_seq"])
+                raw = await self.js.get_msg(self.consumer.stream, seq)
+                await self._dead_letter(
+                    stream_seq=seq, subject=raw.subject, payload=raw.data or b"",
+                    headers=dict(raw.headers or {}), kind="max_deliveries",
+                    reason=self._last_error.pop(
+                        seq, f"not acknowledged after {adv.get('deliveries')} deliveries "
+                             "(worker crashed or exceeded ack_wait)"),
+                    deliveries=int(adv.get("deliveries", 0)),
+                )
+            except Exception as e:  # noqa: BLE001 - an advisory we cannot act on is logged
+                self._log.error("max-deliveries advisory not handled", error=repr(e),
+                                advisory=m.data[:500].decode(errors="replace"))
+
+        try:
+            return await self.nc.subscribe(subject, cb=on_advisory)
+        except _TRANSPORT_ERRORS as e:
+            self._log.warning("cannot watch max-deliveries advisories", error=repr(e))
+            return None

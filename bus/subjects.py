@@ -1,0 +1,52 @@
+"""Subject names, built in one place.
+
+    tagus.<family>.<tenant>.<name>        e.g. tagus.readings.acme.normalised
+
+The tenant is always the third token, so per-tenant permissions
+(``tagus.*.acme.>``) and replay filters (``tagus.readings.acme.>``) are plain
+subject wildcards.  The stream of a family is ``stream_name(family)``.
+"""
+
+from __future__ import annotations
+
+from contracts.base import Event, event_type, validate_tenant
+from contracts.errors import ContractError
+
+ROOT = "tagus"
+
+
+def subject_for(event: Event) -> str:
+    family, _, name = event_type(event).partition(".")
+    return f"{ROOT}.{family}.{event.tenant}.{name}"
+
+
+def family_subjects(family: str) -> str:
+    """Every subject of a family's stream."""
+    return f"{ROOT}.{family}.>"
+
+
+def tenant_subjects(family: str, tenant: str) -> str:
+    return f"{ROOT}.{family}.{validate_tenant(tenant)}.>"
+
+
+def event_subjects(event_cls: type[Event], tenant: str = "*") -> str:
+    """Subjects carrying one event type (for all tenants by default)."""
+    family, _, name = event_type(event_cls).partition(".")
+    return f"{ROOT}.{family}.{tenant}.{name}"
+
+
+def stream_name(family: str) -> str:
+    return family.upper().replace("-", "_")
+
+
+def tenant_of_subject(subject: str) -> str | None:
+    """The tenant token of a Tagus subject, or None if the subject is not one of ours."""
+    parts = subject.split(".")
+    return parts[2] if len(parts) >= 4 and parts[0] == ROOT else None
+
+
+def parse_subject(subject: str) -> tuple[str, str, str]:
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != ROOT:
+        raise ContractError(f"expected subject {ROOT}.<family>.<tenant>.<name>, got {subject!r}")
+    return parts[1], parts[2], parts[3]

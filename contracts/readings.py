@@ -1,0 +1,86 @@
+"""Readings: sensor values as reported by a source, normalised to SI, or rejected.
+
+Readings travel in batches (one message holds many series), never one message per
+reading.  A series is one sensor's values; timestamps are UTC epoch nanoseconds.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.base import Event
+
+
+class Series(msgspec.Struct, frozen=True, kw_only=True):
+    """One sensor's readings in one batch.
+
+    ``unit`` is the unit the values are in (as reported, or the SI unit after
+    normalisation); ``timestamps_ns`` are UTC epoch ns, one per value;
+    ``quality`` is empty (all good) or one flag per value (see ``Quality``).
+    """
+
+    sensor_id: str
+    unit: str
+    timestamps_ns: list[int]
+    values: list[float]
+    quality: list[int] = []
+
+    def __post_init__(self) -> None:
+        if len(self.timestamps_ns) != len(self.values):
+            raise ValueError(
+                f"series {self.sensor_id!r}: {len(self.timestamps_ns)} timestamps "
+                f"but {len(self.values)} values"
+            )
+        if self.quality and len(self.quality) != len(self.values):
+            raise ValueError(
+                f"series {self.sensor_id!r}: {len(self.quality)} quality flags "
+                f"for {len(self.values)} values"
+            )
+
+
+class Quality:
+    """Quality flags (int codes, stable)."""
+
+    GOOD = 0
+    SUSPECT = 1  # accepted but flagged (e.g. interpolated by the source)
+
+
+class ReadingsReported(Event, frozen=True, kw_only=True, tag="readings.reported"):
+    """A source reported readings in its own units (a push endpoint, a poller, a demo)."""
+
+    source: str
+    series: list[Series]
+
+
+class ReadingsNormalised(Event, frozen=True, kw_only=True, tag="readings.normalised"):
+    """Readings accepted and converted to SI units (``unit`` says which)."""
+
+    source: str
+    series: list[Series]
+
+    @property
+    def reading_count(self) -> int:
+        return sum(len(s.values) for s in self.series)
+
+
+class RejectedReading(msgspec.Struct, frozen=True, kw_only=True):
+    """Why input was not accepted.  ``reason`` is a stable code, ``detail`` says more.
+
+    One entry stands for ``count`` values (a whole series rejected for an unknown unit
+    is one entry with ``count`` = its length), so accepted + rejected = received holds
+    by summing ``count``.
+    """
+
+    row: int | None
+    sensor_id: str | None
+    raw: str
+    reason: str
+    detail: str = ""
+    count: int = 1
+
+
+class ReadingsRejected(Event, frozen=True, kw_only=True, tag="readings.rejected"):
+    """Input that could not become readings, with one reason per rejected item."""
+
+    source: str
+    rejected: list[RejectedReading]

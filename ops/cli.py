@@ -1,0 +1,126 @@
+"""The ``tagus`` command: a thin layer over ops/, bus/ and the components."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from contracts.errors import SetupError, TagusError
+from ops.settings import Settings, load_settings
+
+
+def _stack(settings: Settings, args) -> int:
+    from ops import stack
+
+    if args.action == "fetch":
+        print(f"questdb jar: {stack.questdb_jar(settings)}")
+        print(f"java: {stack.find_java(settings)}")
+        print(f"nats-server: {stack.nats_server_binary()}")
+    elif args.action == "up":
+        for line in stack.up(settings):
+            print(line)
+    elif args.action == "down":
+        for line in stack.down(settings):
+            print(line)
+    else:
+        ok = True
+        for st in stack.status(settings):
+            state = "running" if st.running else "DOWN"
+            ok &= st.running or not st.managed
+            eps = " ".join(f"{k}={v}" for k, v in st.endpoints.items())
+            who = "managed" if st.managed else "external"
+            print(f"{st.name:8} {state:8} {who:8} version={st.version or '-'} "
+                  f"pid={st.pid or '-'} {eps} {st.detail}")
+        return 0 if ok else 1
+    return 0
+
+
+async def _topology(settings: Settings) -> int:
+    from bus.topology import ensure_topology
+    from ops import wiring
+
+    nc = await wiring.nats_connection(settings, name="tagus-topology")
+    try:
+        changes = await ensure_topology(nc.jetstream(), wiring.topology(settings))
+    finally:
+        await nc.drain()
+    print("\n".join(changes) or "topology unchanged")
+    return 0
+
+
+async def _status(settings: Settings) -> int:
+    from ops import wiring
+    from ops.service import positions
+
+    _stack(settings, argparse.Namespace(action="status"))
+    nc = await wiring.nats_connection(settings, name="tagus-status")
+    try:
+        pos = await positions(nc, wiring.topology(settings))
+    finally:
+        await nc.drain()
+    print(f"\n{'consumer':24} {'stream':12} {'acked up to':>12} {'pending':>9} "
+          f"{'in flight':>9} {'redelivered':>11}")
+    for p in pos:
+        print(f"{p.durable:24} {p.stream:12} {p.ack_floor_stream_seq:12d} {p.num_pending:9d} "
+              f"{p.num_ack_pending:9d} {p.num_redelivered:11d}")
+    return 0
+
+
+async def _run(settings: Settings, args) -> int:
+    from ops.logs import configure_tracing
+    from ops.service import install_stop_signals, run_components
+
+    configure_tracing("tagus-" + "+".join(args.components), settings.otlp_endpoint)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    stats = await run_components(settings, args.components, stop, batch=args.batch)
+    for name, s in zip(args.components, stats, strict=True):
+        print(f"{name}: handled {s.handled}, published {s.published}, "
+              f"dead-lettered {s.dead_lettered}, retried {s.retried}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tagus", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("stack", help="the embedded local NATS + QuestDB")
+    p.add_argument("action", choices=["up", "down", "status", "fetch"])
+    sub.add_parser("topology", help="create or update streams and consumers")
+    sub.add_parser("status", help="servers and consumer positions (lag)")
+    p = sub.add_parser("run", help="run processors/projections until SIGTERM")
+    p.add_argument("components", nargs="+", help="consumer names, e.g. normalise-units")
+    p.add_argument("--batch", type=int, default=100)
+    sub.add_parser("demo", help="stack up, publish sample readings, show them in QuestDB")
+    args = parser.parse_args(argv)
+
+    from ops.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level if args.command == "run" else "WARNING",
+                      json=args.command == "run")
+    try:
+        if args.command == "stack":
+            return _stack(settings, args)
+        if args.command == "topology":
+            return asyncio.run(_topology(settings))
+        if args.command == "status":
+            return asyncio.run(_status(settings))
+        if args.command == "run":
+            return asyncio.run(_run(settings, args))
+        if args.command == "demo":
+            from ops.demo import run_demo
+
+            asyncio.run(run_demo(settings, settings.shared_data))
+            return 0
+    except SetupError as e:
+        print(f"tagus: {e}", file=sys.stderr)
+        return 2
+    except TagusError as e:
+        print(f"tagus: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Running components: one process can host several runners (or one, as a replica)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass
+
+import structlog
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError as JsNotFound
+
+from bus.runner import Runner, RunnerStats
+from bus.topology import Topology
+from ops import wiring
+from ops.settings import Settings
+
+log = structlog.get_logger("tagus.service")
+
+
+@dataclass(frozen=True)
+class ConsumerPosition:
+    """Where a durable consumer stands: lag is what it has not acknowledged yet."""
+
+    stream: str
+    durable: str
+    delivered_stream_seq: int
+    ack_floor_stream_seq: int
+    num_pending: int  # not yet delivered
+    num_ack_pending: int  # delivered, not yet acknowledged
+    num_redelivered: int
+
+    @property
+    def lag(self) -> int:
+        return self.num_pending + self.num_ack_pending
+
+
+async def positions(nc: Client, topology: Topology) -> list[ConsumerPosition]:
+    js = nc.jetstream()
+    out = []
+    for spec in topology.consumers:
+        try:
+            info = await js.consumer_info(spec.stream, spec.durable)
+        except JsNotFound:
+            continue
+        out.append(ConsumerPosition(
+            spec.stream, spec.durable, info.delivered.stream_seq or 0,
+            info.ack_floor.stream_seq or 0, info.num_pending or 0,
+            info.num_ack_pending or 0, info.num_redelivered or 0))
+    return out
+
+
+async def wait_caught_up(nc: Client, topology: Topology, *, timeout_s: float = 120.0,
+                         on_progress=None) -> list[ConsumerPosition]:
+    """Return once every consumer of ``topology`` has acknowledged everything pending."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pos = await positions(nc, topology)
+        if on_progress:
+            on_progress(pos)
+        if all(p.lag == 0 for p in pos):
+            return pos
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"consumers still behind after {timeout_s}s: "
+                               + ", ".join(f"{p.durable} lag {p.lag}" for p in pos if p.lag))
+        await asyncio.sleep(0.1)
+
+
+async def run_components(settings: Settings, names: list[str], stop: asyncio.Event,
+                         *, batch: int = 100) -> list[RunnerStats]:
+    """Run the named components until ``stop`` is set, then drain the connection."""
+    comps = wiring.components(settings)
+    unknown = [n for n in names if n not in comps]
+    if unknown:
+        raise SystemExit(f"unknown component(s) {unknown}; known: {sorted(comps)}")
+    topo = wiring.topology(settings)
+    nc = await wiring.nats_connection(settings, name="tagus-" + "+".join(names))
+    try:
+        runners = [Runner(nc, comps[n], topo.consumer(n), batch=batch) for n in names]
+        return list(await asyncio.gather(*(r.run(stop) for r in runners)))
+    finally:
+        await nc.drain()
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,48 @@
+"""Bootstrap: the one place that turns settings into components, topology and connections."""
+
+from __future__ import annotations
+
+from bus.connect import connect
+from bus.runner import Component, Processor, consumer_spec
+from bus.topology import Topology, family_streams
+from ops.settings import Settings
+from ops.stack import questdb
+from processors import units
+from projections import readings
+
+
+def components(settings: Settings) -> dict[str, Component]:
+    """Every processor and projection this deployment runs, by consumer name."""
+    db = questdb(settings)
+    comps: list[Component] = [
+        Processor.from_module(units),
+        readings.projection(db),
+    ]
+    return {c.name: c for c in comps}
+
+
+def backoff_s(settings: Settings) -> tuple[float, ...]:
+    """Redelivery schedule: ack_wait, doubling, capped at 10 min; max_deliver - 1 steps."""
+    return tuple(min(settings.consumer_ack_wait_s * 2**i, 600.0)
+                 for i in range(settings.consumer_max_deliver - 1))
+
+
+def topology(settings: Settings) -> Topology:
+    consumer_opts = dict(
+        ack_wait_s=settings.consumer_ack_wait_s,
+        max_deliver=settings.consumer_max_deliver,
+        backoff_s=backoff_s(settings),
+    )
+    return Topology(
+        streams=family_streams(replicas=settings.stream_replicas),
+        consumers=tuple(consumer_spec(c, **consumer_opts)
+                        for c in components(settings).values()),
+    )
+
+
+async def nats_connection(settings: Settings, name: str):
+    return await connect(
+        settings.nats_servers, name=name, user=settings.nats_user,
+        password=settings.nats_password,
+        creds=str(settings.nats_creds) if settings.nats_creds else None,
+    )

@@ -1,0 +1,77 @@
+"""Small QuestDB helpers over its HTTP endpoint: run a fixed statement, wait for WAL.
+
+For the project's own statements (DDL, counts, health).  Values supplied by users go
+through the query API's bound parameters, never through string formatting here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from contracts.errors import TransientError
+
+
+@dataclass(frozen=True)
+class QuestDB:
+    """Where QuestDB is.  ``auth`` = (user, password) for an external server, or None."""
+
+    http_url: str
+    auth: tuple[str, str] | None = None
+
+    @property
+    def ilp_conf(self) -> str:
+        host = urllib.parse.urlparse(self.http_url)
+        conf = f"http::addr={host.hostname}:{host.port};"
+        if self.auth:
+            conf += f"username={self.auth[0]};password={self.auth[1]};"
+        return conf
+
+    def exec(self, sql: str, timeout: float = 30.0) -> dict:
+        """Run one statement; return QuestDB's JSON answer.  Failures raise TransientError."""
+        url = f"{self.http_url}/exec?" + urllib.parse.urlencode({"query": sql})
+        req = urllib.request.Request(url)
+        if self.auth:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            body = e.read().decode(errors="replace")[:500]
+            raise TransientError(f"QuestDB rejected `{sql[:160]}`: HTTP {e.code} {body}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise TransientError(f"QuestDB at {self.http_url} unreachable: {e}") from e
+
+    def rows(self, sql: str) -> list[list]:
+        return self.exec(sql)["dataset"]
+
+    def wal_pending(self, table: str | None = None) -> dict[str, tuple[int, int, bool]]:
+        """{table: (writerTxn, sequencerTxn, suspended)} for WAL tables not yet applied."""
+        out = {}
+        for name, suspended, writer, seq in self.rows(
+            "select name, suspended, writerTxn, sequencerTxn from wal_tables()"
+        ):
+            if (table is None or name == table) and (writer != seq or suspended):
+                out[name] = (writer, seq, suspended)
+        return out
+
+    def wait_for_wal(self, table: str | None = None, timeout_s: float = 60.0) -> None:
+        """Block until every committed row of ``table`` (or all tables) is visible to SQL."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pending = self.wal_pending(table)
+            suspended = [t for t, (_, _, s) in pending.items() if s]
+            if suspended:
+                raise TransientError(f"QuestDB WAL suspended for {suspended}: see its log, "
+                                     "then `ALTER TABLE t RESUME WAL`")
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TransientError(f"QuestDB WAL not applied within {timeout_s}s: {pending}")
+            time.sleep(0.05)

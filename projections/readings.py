@@ -1,0 +1,94 @@
+"""Projection: normalised readings -> the QuestDB ``readings`` table.
+
+The table is created explicitly (ILP auto-creation would take column types from the
+first row it sees) as a WAL table with ``DEDUP UPSERT KEYS(ts, tenant, sensor)``: a
+replayed or redelivered batch overwrites its own rows, so the projection is idempotent
+without any bookkeeping of its own.  Rows go through the questdb client's dataframe path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from questdb import QuestDBError, QuestDBErrorCode, Sender
+
+from bus.runner import Projection
+from contracts.base import Event
+from contracts.errors import TransientError
+from contracts.readings import ReadingsNormalised
+from projections.questdb import QuestDB
+
+NAME = "questdb-readings"
+ACCEPTS = (ReadingsNormalised,)
+TABLE = "readings"
+_TRANSIENT_CODES = {
+    QuestDBErrorCode.SocketError, QuestDBErrorCode.CouldNotResolveAddr,
+    QuestDBErrorCode.ConnectTimeout, QuestDBErrorCode.ServerInternalError,
+    QuestDBErrorCode.FailoverRetry,
+}
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    ts TIMESTAMP,
+    tenant SYMBOL CAPACITY 1024 CACHE,
+    sensor SYMBOL CAPACITY 65536 CACHE,
+    value DOUBLE,
+    unit SYMBOL CAPACITY 64 CACHE,
+    quality INT
+) TIMESTAMP(ts) PARTITION BY DAY WAL
+DEDUP UPSERT KEYS(ts, tenant, sensor)
+"""
+
+
+def frame(events: Sequence[ReadingsNormalised]) -> pd.DataFrame:
+    """One row per reading: ts (UTC), tenant, sensor, value (SI), unit, quality."""
+    ts, tenant, sensor, value, unit, quality = [], [], [], [], [], []
+    for e in events:
+        for s in e.series:
+            n = len(s.values)
+            ts.append(np.asarray(s.timestamps_ns, dtype="int64"))
+            value.append(np.asarray(s.values, dtype="float64"))
+            quality.append(np.asarray(s.quality, dtype="int32") if s.quality
+                           else np.zeros(n, dtype="int32"))
+            tenant.append(np.full(n, e.tenant, dtype=object))
+            sensor.append(np.full(n, s.sensor_id, dtype=object))
+            unit.append(np.full(n, s.unit, dtype=object))
+    if not ts:
+        return pd.DataFrame(columns=["ts", "tenant", "sensor", "value", "unit", "quality"])
+    return pd.DataFrame({
+        "ts": pd.to_datetime(np.concatenate(ts), unit="ns", utc=True),
+        "tenant": pd.Categorical(np.concatenate(tenant)),
+        "sensor": pd.Categorical(np.concatenate(sensor)),
+        "value": np.concatenate(value),
+        "unit": pd.Categorical(np.concatenate(unit)),
+        "quality": np.concatenate(quality),
+    })
+
+
+class ReadingsWriter:
+    def __init__(self, db: QuestDB) -> None:
+        self.db = db
+
+    def prepare(self) -> None:
+        self.db.exec(DDL)
+
+    def write(self, events: Sequence[Event]) -> None:
+        df = frame([e for e in events if isinstance(e, ReadingsNormalised)])
+        if df.empty:
+            return
+        try:
+            with Sender.from_conf(self.db.ilp_conf) as sender:
+                sender.dataframe(df, table_name=TABLE, symbols=["tenant", "sensor", "unit"],
+                                 at="ts")
+                sender.flush()
+        except QuestDBError as e:
+            if e.code in _TRANSIENT_CODES:
+                raise TransientError(f"QuestDB unreachable for a readings batch: {e}") from e
+            raise  # a data error: the runner isolates the event that causes it
+
+
+def projection(db: QuestDB) -> Projection:
+    writer = ReadingsWriter(db)
+    return Projection(name=NAME, accepts=ACCEPTS, write=writer.write, prepare=writer.prepare)
