@@ -23,11 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from types import ModuleType
-from typing import Any
 
 import msgspec
 import nats.errors
@@ -41,6 +37,7 @@ from opentelemetry import trace
 from bus import tracing
 from bus.publish import publish
 from bus.subjects import tenant_of_subject
+from bus.components import Component, Context, Processor, Projection
 from bus.topology import ConsumerSpec, consumer_for
 from contracts.base import TENANT_RE, Event, derive_id, event_type, utc_now
 from contracts.deadletters import MessageDeadLettered
@@ -54,60 +51,6 @@ _TRANSPORT_ERRORS = (
     nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError, APIError,
     asyncio.TimeoutError, TransientError, ConnectionError,
 )
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a handler may know besides the event: who it is and the clock."""
-
-    processor: str
-    now: datetime
-    input: Event
-
-    def derive(self, cls: type[Event], key: str | int = 0, **fields: Any) -> Event:
-        """Build an output event of ``cls`` caused by the input.
-
-        Its id is a function of (input id, processor, output type, key): handle the same
-        input twice and you get the same ids.  ``key`` tells apart several outputs of
-        the same type from one input.
-        """
-        fields.setdefault("occurred_at", self.input.occurred_at)
-        return cls(
-            event_id=derive_id(self.input.event_id, self.processor, event_type(cls), key),
-            tenant=self.input.tenant,
-            recorded_at=self.now,
-            causation_id=self.input.event_id,
-            correlation_id=self.input.correlation_id or self.input.event_id,
-            **fields,
-        )
-
-
-@dataclass(frozen=True)
-class Processor:
-    name: str
-    accepts: tuple[type[Event], ...]
-    handle: Callable[[Event, Context], list[Event]]
-
-    @classmethod
-    def from_module(cls, module: ModuleType) -> Processor:
-        return cls(name=module.NAME, accepts=tuple(module.ACCEPTS), handle=module.handle)
-
-
-@dataclass(frozen=True)
-class Projection:
-    """A batch sink.  ``write`` must be idempotent (replays re-deliver)."""
-
-    name: str
-    accepts: tuple[type[Event], ...]
-    write: Callable[[Sequence[Event]], None]
-    prepare: Callable[[], None] | None = None
-
-
-Component = Processor | Projection
-
-
-def consumer_spec(component: Component, **overrides) -> ConsumerSpec:
-    return consumer_for(component.name, component.accepts, **overrides)
 
 
 @dataclass

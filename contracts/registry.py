@@ -16,10 +16,12 @@ import msgspec
 from contracts.base import Event, event_type
 from contracts.deadletters import MessageDeadLettered
 from contracts.errors import ContractError
+from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.readings import ReadingsNormalised, ReadingsRejected, ReadingsReported
 
 # family -> every event type (all versions) that may appear on that family's stream
 FAMILIES: dict[str, tuple[type[Event], ...]] = {
+    "intake": (RawIntakeReceived, IntakeParsed, IntakeFailed),
     "readings": (ReadingsReported, ReadingsNormalised, ReadingsRejected),
     "deadletter": (MessageDeadLettered,),
 }

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     consumer_ack_wait_s: float = 30.0
     consumer_max_deliver: int = 5
 
+    tokens_file: Path | None = Field(
+        None, description="Hashed per-tenant tokens (default <data_dir>/tokens.yaml)"
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8600
+    intake_http_port: int = 8601
+
     # Telemetry
     log_level: str = "INFO"
     otlp_endpoint: str | None = Field(
@@ -75,6 +82,10 @@ class Settings(BaseSettings):
         if self.nats_url:
             return [u.strip() for u in self.nats_url.split(",") if u.strip()]
         return [f"nats://{self.nats_host}:{self.nats_port}"]
+
+    @property
+    def tokens_path(self) -> Path:
+        return Path(self.tokens_file or Path(self.data_dir) / "tokens.yaml")
 
     @property
     def embedded_nats(self) -> bool:

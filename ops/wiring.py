@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bus.connect import connect
-from bus.runner import Component, Processor, consumer_spec
-from bus.topology import Topology, family_streams
+from bus.components import Component, Processor
+from bus.topology import Topology, consumer_for, family_streams
 from ops.settings import Settings
 from ops.stack import questdb
 from processors import units
@@ -35,7 +35,7 @@ def topology(settings: Settings) -> Topology:
     )
     return Topology(
         streams=family_streams(replicas=settings.stream_replicas),
-        consumers=tuple(consumer_spec(c, **consumer_opts)
+        consumers=tuple(consumer_for(c.name, c.accepts, **consumer_opts)
                         for c in components(settings).values()),
     )
 

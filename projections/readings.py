@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from questdb import QuestDBError, QuestDBErrorCode, Sender
 
-from bus.runner import Projection
+from bus.components import Projection
 from contracts.base import Event
 from contracts.errors import TransientError
 from contracts.readings import ReadingsNormalised
