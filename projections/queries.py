@@ -1,0 +1,247 @@
+"""Read-side queries over the QuestDB ``readings`` table, for the operators' API.
+
+Safety: every value a caller supplies (tenant, sensor, start, end, limit) travels as a
+bound PG-wire parameter (``$1``...).  QuestDB cannot bind ``SAMPLE BY``'s interval nor
+``FILL``'s mode, so those are parsed into a ``Bucket`` / checked against a whitelist and
+the SQL is formatted from the parsed values, never from the caller's text.
+
+Times: QuestDB ``TIMESTAMP`` is UTC with microsecond precision.  asyncpg exchanges naive
+datetimes; here they are UTC, and every timestamp leaving this module is an ISO-8601
+string ending in ``Z``.  Values are in the SI unit named by the ``unit`` column.
+
+Downsampled buckets start at ``start`` (``SAMPLE BY ... FROM start TO end``):
+bucket k covers ``[start + k*bucket, start + (k+1)*bucket)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from contracts.errors import ContractError
+from projections.readings import TABLE
+
+AGGS = ("avg", "min", "max", "sum", "count", "first", "last")
+FILLS = ("none", "null", "prev", "linear")
+BUCKET_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_BUCKET_S = 1
+MAX_BUCKET_S = 31 * 86400
+MAX_SPAN = timedelta(days=400)
+MAX_BUCKETS = 100_000
+MAX_SENSOR_LEN = 200
+MAX_SENSORS_PER_QUERY = 100
+
+_BUCKET_RE = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidParameter(ContractError):
+    """A query parameter is malformed or out of bounds; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A SAMPLE BY interval: ``count`` x ``unit`` (one of s, m, h, d)."""
+
+    count: int
+    unit: str
+
+    @property
+    def seconds(self) -> int:
+        return self.count * BUCKET_UNIT_S[self.unit]
+
+    @property
+    def sql(self) -> str:
+        """The SAMPLE BY literal, formatted from the parsed int and a whitelisted unit."""
+        assert self.unit in BUCKET_UNIT_S and isinstance(self.count, int)
+        return f"{self.count:d}{self.unit}"
+
+
+@dataclass(frozen=True)
+class RangeQuery:
+    """One sensor's readings in ``[start, end)`` (aware UTC), raw or downsampled."""
+
+    sensor: str
+    start: datetime
+    end: datetime
+    bucket: Bucket | None = None
+    agg: str = "avg"
+    fill: str = "none"
+    limit: int = 10_000
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse_bucket(text: str) -> Bucket:
+    m = _BUCKET_RE.match(text.strip())
+    if not m:
+        raise InvalidParameter("bucket", f"expected a number and a unit in s, m, h, d "
+                                         f"(e.g. 15m, 1h); got {text[:40]!r}")
+    bucket = Bucket(int(m.group(1)), m.group(2))
+    if not MIN_BUCKET_S <= bucket.seconds <= MAX_BUCKET_S:
+        raise InvalidParameter("bucket", f"must be between {MIN_BUCKET_S}s and "
+                                         f"{MAX_BUCKET_S // 86400}d; got {text!r}")
+    return bucket
+
+
+def parse_time(parameter: str, text: str) -> datetime:
+    """ISO-8601 with a zone (``Z`` or ``+01:00``) -> aware UTC datetime."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        hint = (" ('+' in a URL query means a space: encode it as %2B)"
+                if " " in text.strip() else "")
+        raise InvalidParameter(parameter, f"expected ISO-8601 with a zone such as "
+                                          f"2024-05-01T00:00:00Z; got {text[:60]!r}{hint}")
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise InvalidParameter(parameter, f"needs a zone (Z or +HH:MM); got {text[:60]!r}")
+    return t.astimezone(UTC)
+
+
+def check_sensor(sensor: str, parameter: str = "sensor") -> str:
+    if not sensor or len(sensor) > MAX_SENSOR_LEN or _CONTROL_RE.search(sensor):
+        raise InvalidParameter(parameter, f"expected 1-{MAX_SENSOR_LEN} printable "
+                                          f"characters; got {sensor[:60]!r}")
+    return sensor
+
+
+def range_query(sensor: str, start: datetime, end: datetime, bucket: str | None,
+                agg: str, fill: str, limit: int) -> RangeQuery:
+    """Check a range request as a whole (span, bucket count, whitelists)."""
+    check_sensor(sensor)
+    if end <= start:
+        raise InvalidParameter("end", f"must be after start ({_iso(start)}); got {_iso(end)}")
+    if end - start > MAX_SPAN:
+        raise InvalidParameter("end", f"span end - start must be at most "
+                                      f"{MAX_SPAN.days} days; got {(end - start).days} days")
+    if agg not in AGGS:
+        raise InvalidParameter("agg", f"expected one of {', '.join(AGGS)}; got {agg[:40]!r}")
+    if fill not in FILLS:
+        raise InvalidParameter("fill", f"expected one of {', '.join(FILLS)}; got {fill[:40]!r}")
+    parsed = parse_bucket(bucket) if bucket else None
+    if parsed:
+        n = math.ceil((end - start).total_seconds() / parsed.seconds)
+        if n > MAX_BUCKETS:
+            raise InvalidParameter("bucket", f"{bucket} over {(end - start)} gives {n} "
+                                             f"buckets; at most {MAX_BUCKETS}: use a larger "
+                                             f"bucket or a shorter range")
+    return RangeQuery(sensor, start, end, parsed, agg, fill, limit)
+
+
+# ---------------------------------------------------------------- SQL
+
+
+def sensors_sql() -> str:
+    return (f"SELECT sensor, last(unit) AS unit, min(ts) AS first_ts, max(ts) AS last_ts, "
+            f"count() AS n FROM {TABLE} WHERE tenant = $1 GROUP BY sensor ORDER BY sensor")
+
+
+def latest_sql(n_sensors: int) -> str:
+    """Latest row per sensor of tenant $1; restricted to sensors $2..$(n+1) if n > 0."""
+    where = "tenant = $1"
+    if n_sensors:
+        where += " AND sensor IN (" + ", ".join(f"${i + 2}" for i in range(n_sensors)) + ")"
+    return (f"SELECT sensor, ts, value, unit, quality FROM {TABLE} WHERE {where} "
+            f"LATEST ON ts PARTITION BY sensor")
+
+
+def readings_sql(q: RangeQuery) -> str:
+    """$1 tenant, $2 sensor, $3 start, $4 end (exclusive); raw queries: $5 limit."""
+    where = "tenant = $1 AND sensor = $2 AND ts >= $3 AND ts < $4"
+    if q.bucket is None:
+        return f"SELECT ts, value FROM {TABLE} WHERE {where} ORDER BY ts LIMIT $5"
+    assert q.agg in AGGS and q.fill in FILLS
+    return (f"SELECT ts, {q.agg}(value) AS value FROM {TABLE} WHERE {where} "
+            f"SAMPLE BY {q.bucket.sql} FROM $3 TO $4 FILL({q.fill.upper()})")
+
+
+def readings_args(tenant: str, q: RangeQuery, limit: int | None = None) -> tuple:
+    args = (tenant, q.sensor, _naive_utc(q.start), _naive_utc(q.end))
+    return args if q.bucket else (*args, q.limit if limit is None else limit)
+
+
+# ---------------------------------------------------------------- running them
+# ``db`` is an asyncpg Pool or Connection (anything with ``fetch``).
+
+
+async def list_sensors(db, tenant: str) -> list[dict]:
+    """Sensors of ``tenant``: unit, first/last timestamp, number of readings."""
+    rows = await _fetch_or_empty(db, sensors_sql(), tenant)
+    return [{"sensor": r["sensor"], "unit": r["unit"], "first_ts": _iso(r["first_ts"]),
+             "last_ts": _iso(r["last_ts"]), "count": r["n"]} for r in rows]
+
+
+async def latest(db, tenant: str, sensors: Iterable[str] = ()) -> list[dict]:
+    """Latest reading per sensor (all of the tenant's when ``sensors`` is empty)."""
+    sensors = list(dict.fromkeys(sensors))
+    rows = await _fetch_or_empty(db, latest_sql(len(sensors)), tenant, *sensors)
+    out = [{"sensor": r["sensor"], "ts": _iso(r["ts"]), "value": r["value"],
+            "unit": r["unit"], "quality": r["quality"]} for r in rows]
+    return sorted(out, key=lambda r: r["sensor"])
+
+
+async def readings(db, tenant: str, q: RangeQuery) -> tuple[list[dict], bool]:
+    """(points, truncated): ``[{"ts", "value"}]``; truncated = a raw query hit ``limit``."""
+    rows = await _fetch_or_empty(db, readings_sql(q), *readings_args(tenant, q, q.limit + 1))
+    truncated = q.bucket is None and len(rows) > q.limit
+    rows = rows[:q.limit] if truncated else rows
+    return [{"ts": _iso(r[0]), "value": r[1]} for r in rows], truncated
+
+
+async def readings_csv(pool, tenant: str, q: RangeQuery,
+                       chunk_rows: int = 5_000) -> AsyncIterator[str]:
+    """CSV text (header ``ts,value``) in chunks, streamed from a server-side cursor.
+
+    Holds one pooled connection until exhausted.  Raw queries stop at ``q.limit`` rows.
+    """
+    yield "ts,value\n"
+    async with pool.acquire() as conn, conn.transaction():
+        buf: list[str] = []
+        async for r in conn.cursor(readings_sql(q), *readings_args(tenant, q),
+                                   prefetch=chunk_rows):
+            buf.append(f"{_iso(r[0])},{_csv_value(r[1])}\n")
+            if len(buf) >= chunk_rows:
+                yield "".join(buf)
+                buf.clear()
+        if buf:
+            yield "".join(buf)
+
+
+async def _fetch_or_empty(db, sql: str, *args) -> list:
+    """Rows of ``sql``; none when the readings table does not exist yet (fresh install)."""
+    try:
+        return await db.fetch(sql, *args)
+    except Exception as e:  # asyncpg maps QuestDB errors to UnknownPostgresError
+        if "table does not exist" in str(e):
+            return []
+        raise
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _iso(t: datetime | None) -> str | None:
+    """Naive UTC (as asyncpg returns it) or aware -> ``2024-05-01T00:15:00Z``."""
+    if t is None:
+        return None
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t.isoformat() + "Z"
+
+
+def _naive_utc(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None)
+
+
+def _csv_value(v) -> str:
+    """Same number as the JSON export: shortest round-trip repr; null -> empty."""
+    return "" if v is None else repr(v)

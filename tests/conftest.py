@@ -1,0 +1,93 @@
+"""Test session wiring.
+
+Server tests talk to real servers.  The session starts its own stack (NATS + QuestDB)
+on free ports in a temporary directory and stops it at the end, so a developer's stack
+on the default ports is never touched (the tests delete streams).  To run against an
+already running stack instead, set ``TAGUS_TEST_EXTERNAL_STACK=1`` and its ``TAGUS_*``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+REPO = Path(__file__).resolve().parents[1]
+SPANS = InMemorySpanExporter()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stack_env(data_dir: Path) -> dict[str, str]:
+    """TAGUS_* variables for a stack on fresh free ports under ``data_dir``."""
+    return {
+        "TAGUS_DATA_DIR": str(data_dir),
+        "TAGUS_NATS_PORT": str(free_port()),
+        "TAGUS_NATS_MONITOR_PORT": str(free_port()),
+        "TAGUS_QUESTDB_HTTP_PORT": str(free_port()),
+        "TAGUS_QUESTDB_PG_PORT": str(free_port()),
+        "TAGUS_QUESTDB_ILP_PORT": str(free_port()),
+        "TAGUS_QUESTDB_MIN_HTTP_PORT": str(free_port()),
+    }
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(SPANS))
+    trace.set_tracer_provider(provider)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory):
+    """Settings of a running stack (started here if the environment names none)."""
+    from ops import stack
+    from ops.settings import load_settings
+
+    if os.environ.get("TAGUS_TEST_EXTERNAL_STACK") == "1":
+        s = load_settings()
+        if not (_reachable(f"http://{s.nats_host}:{s.nats_monitor_port}/healthz")
+                and _reachable(f"{s.questdb_http_url}/exec?query=select%201")):
+            pytest.fail("TAGUS_TEST_EXTERNAL_STACK=1 but the configured stack is not reachable")
+        yield s
+        return
+    os.environ.update(stack_env(tmp_path_factory.mktemp("stack") / "var"))
+    s = load_settings()
+    try:
+        for line in stack.up(s):
+            print(line)
+        yield s
+    finally:
+        stack.down(s)
+
+
+@pytest.fixture
+def spans():
+    SPANS.clear()
+    return SPANS
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = Path(os.environ.get("TAGUS_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.fail(f"shared test data not found at {path} (set TAGUS_SHARED_DATA)")
+    return path

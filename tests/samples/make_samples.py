@@ -1,0 +1,72 @@
+"""Write a known-good encoded sample of every event type and version that lacks one.
+
+    python -m tests.samples.make_samples
+
+Existing samples are never rewritten: they are what old producers put on the wire, and
+``tests/unit/test_samples.py`` proves the current contracts still read them.  Add the
+sample of a new event (or a new version) by adding it to ``SAMPLES`` and running this.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from contracts.base import Event, event_type
+from contracts.deadletters import MessageDeadLettered
+from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
+from contracts.readings import (
+    ReadingsNormalised, ReadingsRejected, ReadingsReported, RejectedReading, Series,
+)
+from contracts.registry import encode
+
+HERE = Path(__file__).parent
+T = datetime(2024, 10, 27, 0, 30, tzinfo=UTC)
+ENV = dict(tenant="ltown", occurred_at=T, recorded_at=T, correlation_id="c-1")
+
+SAMPLES: list[Event] = [
+    RawIntakeReceived(event_id="raw-1", source="file", filename="2019-01_SCADA_Flows.csv",
+                      bucket="tagus-intake", object_name="ltown/ab12", sha256="ab12" * 16,
+                      size_bytes=123456, content_type="text/csv", mapping_id="battledim-flows",
+                      mapping_version="cd34" * 16, **ENV),
+    IntakeParsed(event_id="parsed-1", causation_id="raw-1", intake_id="raw-1",
+                 mapping_version="cd34" * 16, rows_received=10, rows_accepted=9,
+                 rows_rejected=1, values_received=30, values_accepted=26, values_rejected=1,
+                 values_missing=3, reasons={"missing": 3, "unparseable_time": 1},
+                 sensors=["p227", "p235", "PUMP_1"], first_ts_ns=1546300800000000000,
+                 last_ts_ns=1546303500000000000, **ENV),
+    IntakeFailed(event_id="failed-1", causation_id="raw-2", intake_id="raw-2",
+                 reason="empty_file", detail="the file has no bytes", **ENV),
+    ReadingsReported(event_id="rep-1", source="json-push", series=[
+        Series(sensor_id="p227", unit="m3/h", timestamps_ns=[1546300800000000000],
+               values=[83.93])], **ENV),
+    ReadingsNormalised(event_id="norm-1", causation_id="rep-1", source="json-push", series=[
+        Series(sensor_id="p227", unit="m3/s", timestamps_ns=[1546300800000000000],
+               values=[0.023313888888888887], quality=[0])], **ENV),
+    ReadingsRejected(event_id="rej-1", causation_id="rep-1", source="file", rejected=[
+        RejectedReading(row=12, sensor_id="p227", raw="8,3,9", reason="non_numeric",
+                        detail="'8,3,9' is not a number"),
+        RejectedReading(row=40, sensor_id="T1", raw="#N/A", reason="missing", count=12)],
+        **ENV),
+    MessageDeadLettered(event_id="dl-1", stream="READINGS", consumer="normalise-units",
+                        stream_seq=42, subject="tagus.readings.ltown.reported",
+                        payload=b"\xc1garbage", headers={"Nats-Msg-Id": "x"},
+                        error_kind="malformed", reason="not a readings event", deliveries=1,
+                        **ENV),
+]
+
+
+def sample_path(event: Event) -> Path:
+    return HERE / f"{event_type(event)}.v{event.schema}.msgpack"
+
+
+def main() -> None:
+    for event in SAMPLES:
+        path = sample_path(event)
+        if not path.exists():
+            path.write_bytes(encode(event))
+            print(f"wrote {path.name}")
+
+
+if __name__ == "__main__":
+    main()
