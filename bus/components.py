@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import ModuleType
 from typing import Any
@@ -18,6 +18,7 @@ class Context:
     processor: str
     now: datetime
     input: Event
+    resources: Mapping[str, Any] = field(default_factory=dict)  # what NEEDS asked for
 
     def derive(self, cls: type[Event], key: str | int = 0, **fields: Any) -> Event:
         """Build an output event of ``cls`` caused by the input.
@@ -42,10 +43,12 @@ class Processor:
     name: str
     accepts: tuple[type[Event], ...]
     handle: Callable[[Event, Context], Iterable[Event]]
+    needs: tuple[str, ...] = ()  # resources the runner loads first (bus/resources.py)
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Processor:
-        return cls(name=module.NAME, accepts=tuple(module.ACCEPTS), handle=module.handle)
+        return cls(name=module.NAME, accepts=tuple(module.ACCEPTS), handle=module.handle,
+                   needs=tuple(getattr(module, "NEEDS", ())))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 from opentelemetry import trace
 
-from bus import tracing
+from bus import resources, tracing
 from bus.publish import publish
 from bus.subjects import tenant_of_subject
 from bus.components import Component, Context, Processor, Projection
@@ -46,6 +46,7 @@ from contracts.registry import decode
 
 log = structlog.get_logger("tagus.runner")
 
+_DONE = object()
 _TRANSPORT_ERRORS = (
     nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError, APIError,
@@ -99,7 +100,7 @@ class Runner:
                             self.consumer.durable, stream=self.consumer.stream
                         )
                     msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout_s)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     continue  # nothing pending: nats-py raises instead of returning []
                 except _TRANSPORT_ERRORS as e:
                     self._log.warning("fetch failed; retrying", error=repr(e))
@@ -159,29 +160,42 @@ class Runner:
             attributes={"tagus.processor": self.component.name, "tagus.tenant": event.tenant,
                         "tagus.event_id": event.event_id, "messaging.destination": msg.subject},
         ):
-            ctx = Context(processor=self.component.name, now=utc_now(), input=event)
             try:
-                outputs = await self._with_heartbeat(
-                    [msg], asyncio.to_thread(self.component.handle, event, ctx)
-                )
+                outputs = await self._with_heartbeat([msg], self._handle_and_publish(event))
             except ContractError as e:
                 await self._dead_letter_msg(msg, "invalid", f"handler rejected the event: {e}")
                 return
             except Exception as e:  # noqa: BLE001 - every failure takes an explicit path
                 await self._retry_or_dead_letter(msg, e, bound)
                 return
-            try:
-                for out in outputs:
-                    ack = await publish(self.js, out)
-                    self.stats.published += 1
-                    self.stats.duplicates += int(bool(ack.duplicate))
-            except _TRANSPORT_ERRORS as e:
-                await self._retry_or_dead_letter(msg, e, bound)
-                return
             await msg.ack()
         self.stats.handled += 1
         self.stats.last_stream_seq = meta.sequence.stream
-        bound.info("handled", outputs=len(outputs), deliveries=meta.num_delivered)
+        bound.info("handled", outputs=outputs, deliveries=meta.num_delivered)
+
+    async def _handle_and_publish(self, event: Event) -> int:
+        """Call the handler off the event loop and publish each output as it comes.
+
+        A handler may return a list or a generator; a generator is advanced in a worker
+        thread one output at a time, so a large upload is never all in memory.
+        """
+        loaded = await resources.load(self.js, self.component.needs, event)
+        try:
+            ctx = Context(processor=self.component.name, now=utc_now(), input=event,
+                          resources=loaded)
+            result = await asyncio.to_thread(self.component.handle, event, ctx)
+            it = iter(result)
+            n = 0
+            while True:
+                out = await asyncio.to_thread(next, it, _DONE)
+                if out is _DONE:
+                    return n
+                ack = await publish(self.js, out)
+                n += 1
+                self.stats.published += 1
+                self.stats.duplicates += int(bool(ack.duplicate))
+        finally:
+            resources.close(loaded)
 
     async def _with_heartbeat(self, msgs: list[Msg], work):
         """Await ``work``, telling the server every ack_wait/3 that ``msgs`` are in progress."""

@@ -1,4 +1,4 @@
-"""Streams and durable consumers as data, and an idempotent ``ensure_topology``.
+"""Streams, durable consumers and buckets as data, and an idempotent ``ensure_topology``.
 
 One stream per event family (``READINGS`` holds ``tagus.readings.>``).  Each processor
 or projection owns one durable pull consumer on the stream of the events it accepts.
@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFound
 
+from bus.storage import BucketSpec, ensure_buckets
 from bus.subjects import event_subjects, family_subjects, stream_name
 from contracts.base import Event
 from contracts.errors import ContractError, SetupError
@@ -95,6 +96,7 @@ class ConsumerSpec:
 class Topology:
     streams: tuple[StreamSpec, ...]
     consumers: tuple[ConsumerSpec, ...] = field(default=())
+    buckets: tuple[BucketSpec, ...] = field(default=())
 
     def stream(self, name: str) -> StreamSpec:
         for s in self.streams:
@@ -109,7 +111,7 @@ class Topology:
         raise ContractError(f"no consumer {durable!r} in topology")
 
     def with_consumers(self, *consumers: ConsumerSpec) -> Topology:
-        return Topology(self.streams, self.consumers + tuple(consumers))
+        return Topology(self.streams, self.consumers + tuple(consumers), self.buckets)
 
 
 def family_streams(**overrides) -> tuple[StreamSpec, ...]:
@@ -202,4 +204,5 @@ async def ensure_topology(js: JetStreamContext, topology: Topology) -> list[str]
         if diffs:
             await js.add_consumer(spec.stream, want)
             changes.append(f"updated consumer {spec.stream}/{spec.durable}: {', '.join(diffs)}")
+    changes += await ensure_buckets(js, topology.buckets)
     return changes

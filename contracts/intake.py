@@ -43,6 +43,8 @@ class IntakeParsed(Event, frozen=True, kw_only=True, tag="intake.parsed"):
 
     intake_id: str
     mapping_version: str | None = None
+    source: str | None = None
+    filename: str | None = None
     rows_received: int
     rows_accepted: int
     rows_rejected: int
@@ -62,3 +64,5 @@ class IntakeFailed(Event, frozen=True, kw_only=True, tag="intake.failed"):
     intake_id: str
     reason: str
     detail: str
+    source: str | None = None
+    filename: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from contracts.errors import SetupError, TagusError
 from ops.settings import Settings, load_settings
@@ -81,6 +82,55 @@ async def _run(settings: Settings, args) -> int:
     return 0
 
 
+async def _ingest(settings: Settings, args) -> int:
+    from ops.ingest import format_report, ingest, rejection_examples
+
+    result = await ingest(settings, args.file, args.tenant, args.mapping,
+                          mapping_id=args.mapping_id, force=args.force, process=args.process,
+                          timeout_s=args.timeout)
+    examples = []
+    if getattr(result.outcome, "reasons", None) and not args.no_examples:
+        examples = rejection_examples(settings, args.tenant, result.intake.event_id)
+    print(format_report(result, examples))
+    return 0 if result.outcome.__class__.__name__ == "IntakeParsed" else 1
+
+
+async def _mapping(settings: Settings, args) -> int:
+    from bus.storage import get_mapping
+    from bus.topology import ensure_topology
+    from ops import wiring
+    from ops.ingest import mapping_id_for, register_mapping
+
+    nc = await wiring.nats_connection(settings, name="tagus-mapping")
+    try:
+        await ensure_topology(nc.jetstream(), wiring.topology(settings))
+        if args.action == "put":
+            mid = args.id or mapping_id_for(args.file)
+            version = await register_mapping(nc, args.tenant, args.file, mid)
+            print(f"mapping {args.tenant}/{mid} version {version[:12]}")
+        else:
+            text = await get_mapping(nc.jetstream(), args.tenant, args.id)
+            if text is None:
+                print(f"tagus: no mapping {args.id!r} for tenant {args.tenant!r}", file=sys.stderr)
+                return 1
+            sys.stdout.write(text.decode())
+    finally:
+        await nc.drain()
+    return 0
+
+
+def _token(settings: Settings, args) -> int:
+    from contracts.tokens import TokenStore
+
+    store = TokenStore.load(settings.tokens_path)
+    scopes = tuple(s.strip() for s in args.scopes.split(",") if s.strip())
+    token = store.issue(args.tenant, args.name, scopes)
+    store.save(settings.tokens_path)
+    print(token)
+    print(f"(shown once; only its sha256 is kept in {settings.tokens_path})", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tagus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +142,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("components", nargs="+", help="consumer names, e.g. normalise-units")
     p.add_argument("--batch", type=int, default=100)
     sub.add_parser("demo", help="stack up, publish sample readings, show them in QuestDB")
+    p = sub.add_parser("ingest", help="upload a file; print accepted and rejected counts")
+    p.add_argument("file", type=Path)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--mapping", type=Path, help="source mapping YAML (registered for the tenant)")
+    p.add_argument("--mapping-id", help="name to register the mapping under (default: file stem)")
+    p.add_argument("--force", action="store_true", help="ingest even if this content was before")
+    p.add_argument("--process", choices=["auto", "yes", "no"], default="auto",
+                   help="run the processors here (auto: when no runner is attached)")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--no-examples", action="store_true")
+    p = sub.add_parser("token", help="issue a per-tenant access token")
+    p.add_argument("action", choices=["issue"])
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--name", required=True, help="who holds it (e.g. scada-push, operator-ana)")
+    p.add_argument("--scopes", default="read", help="read (query API), write (intake); a,b")
+    p = sub.add_parser("serve", help="run a service: api (query API) or intake "
+                                     "(push endpoints, drop folder, pollers)")
+    p.add_argument("service", choices=["api", "intake"])
+    p = sub.add_parser("bench", help="benchmarks that print figures against a ceiling")
+    p.add_argument("which", choices=["query", "ingest"])
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("mapping", help="register or show a tenant's source mapping")
+    p.add_argument("action", choices=["put", "show"])
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--id", help="mapping id (put: default the file stem)")
+    p.add_argument("file", type=Path, nargs="?")
     args = parser.parse_args(argv)
 
     from ops.logs import configure_logging
@@ -108,6 +184,32 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_status(settings))
         if args.command == "run":
             return asyncio.run(_run(settings, args))
+        if args.command == "ingest":
+            return asyncio.run(_ingest(settings, args))
+        if args.command == "mapping":
+            if args.action == "put" and not args.file:
+                parser.error("mapping put needs a FILE")
+            if args.action == "show" and not args.id:
+                parser.error("mapping show needs --id")
+            return asyncio.run(_mapping(settings, args))
+        if args.command == "token":
+            return _token(settings, args)
+        if args.command == "serve":
+            if args.service == "api":
+                from projections.api import serve
+
+                serve(settings)
+                return 0
+            from ops import intake_service
+
+            asyncio.run(intake_service.serve(settings))
+            return 0
+        if args.command == "bench":
+            if args.which == "query":
+                from ops.bench_query import main as bench_main
+            else:
+                from ops.bench_ingest import main as bench_main
+            return bench_main(args.args)
         if args.command == "demo":
             from ops.demo import run_demo
 

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8600
     intake_http_port: int = 8601
+    drop_dir: Path | None = Field(None, description="SFTP landing folder (<data_dir>/drop)")
+    pollers_file: Path | None = Field(None, description="YAML list of API pollers")
 
     # Telemetry
     log_level: str = "INFO"

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from bus.connect import connect
 from bus.components import Component, Processor
+from bus.storage import default_buckets
 from bus.topology import Topology, consumer_for, family_streams
 from ops.settings import Settings
 from ops.stack import questdb
-from processors import units
-from projections import readings
+from processors import normalise, units
+from projections import intake_log, readings
 
 
 def components(settings: Settings) -> dict[str, Component]:
     """Every processor and projection this deployment runs, by consumer name."""
     db = questdb(settings)
     comps: list[Component] = [
+        Processor.from_module(normalise),
         Processor.from_module(units),
         readings.projection(db),
+        *intake_log.projections(db),
     ]
     return {c.name: c for c in comps}
 
@@ -37,6 +40,7 @@ def topology(settings: Settings) -> Topology:
         streams=family_streams(replicas=settings.stream_replicas),
         consumers=tuple(consumer_for(c.name, c.accepts, **consumer_opts)
                         for c in components(settings).values()),
+        buckets=default_buckets(settings.stream_replicas),
     )
 
 

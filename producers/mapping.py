@@ -235,7 +235,8 @@ class SourceMapping(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceMapping:
-        if self.thousands is not None and (len(self.thousands) != 1 or self.thousands == self.decimal):
+        t = self.thousands
+        if t is not None and (len(t) != 1 or t == self.decimal):
             raise ValueError(f"thousands: expected one character other than the decimal mark "
                              f"{self.decimal!r}, got {self.thousands!r}")
         long_cols = {"sensor_column": self.sensor_column, "value_column": self.value_column,
@@ -251,6 +252,13 @@ class SourceMapping(_Strict):
             clash = set(self.timestamp.columns) & set(self.sensors)
             if clash:
                 raise ValueError(f"sensors: column {sorted(clash)[0]!r} is also a timestamp column")
+        quantity: dict[str, tuple[str, str]] = {}
+        for name, spec in self.sensors.items():
+            si_unit = to_si(spec.unit)[0]  # type: ignore[index]  (validated)
+            other = quantity.setdefault(spec.id, (name, si_unit))
+            if other[1] != si_unit:
+                raise ValueError(f"sensors.{name}.unit: sensor id {spec.id!r} is also mapped from "
+                                 f"{other[0]!r} in {other[1]}, not {si_unit}")
         return self
 
 
@@ -271,11 +279,11 @@ def _describe(exc: ValidationError) -> str:
     """``sensors.p227.range: ...; timestamp.timezone: ...`` from a pydantic error."""
     parts = []
     for err in exc.errors(include_url=False):
-        path = ".".join(str(p) for p in err["loc"]) or "mapping"
+        path = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "required field is missing"
         elif err["type"] == "extra_forbidden":
             msg = f"unknown field (got {err['input']!r})"
-        parts.append(f"{path}: {msg}")
+        parts.append(f"{path}: {msg}" if path else msg)
     return "; ".join(parts)

@@ -119,7 +119,8 @@ def range_query(sensor: str, start: datetime, end: datetime, bucket: str | None,
     """Check a range request as a whole (span, bucket count, whitelists)."""
     check_sensor(sensor)
     if end <= start:
-        raise InvalidParameter("end", f"must be after start ({_iso(start)}); got {_iso(end)}")
+        raise InvalidParameter("end", f"must be after start ({iso_utc(start)}); "
+                                      f"got {iso_utc(end)}")
     if end - start > MAX_SPAN:
         raise InvalidParameter("end", f"span end - start must be at most "
                                       f"{MAX_SPAN.days} days; got {(end - start).days} days")
@@ -176,15 +177,15 @@ def readings_args(tenant: str, q: RangeQuery, limit: int | None = None) -> tuple
 async def list_sensors(db, tenant: str) -> list[dict]:
     """Sensors of ``tenant``: unit, first/last timestamp, number of readings."""
     rows = await _fetch_or_empty(db, sensors_sql(), tenant)
-    return [{"sensor": r["sensor"], "unit": r["unit"], "first_ts": _iso(r["first_ts"]),
-             "last_ts": _iso(r["last_ts"]), "count": r["n"]} for r in rows]
+    return [{"sensor": r["sensor"], "unit": r["unit"], "first_ts": iso_utc(r["first_ts"]),
+             "last_ts": iso_utc(r["last_ts"]), "count": r["n"]} for r in rows]
 
 
 async def latest(db, tenant: str, sensors: Iterable[str] = ()) -> list[dict]:
     """Latest reading per sensor (all of the tenant's when ``sensors`` is empty)."""
     sensors = list(dict.fromkeys(sensors))
     rows = await _fetch_or_empty(db, latest_sql(len(sensors)), tenant, *sensors)
-    out = [{"sensor": r["sensor"], "ts": _iso(r["ts"]), "value": r["value"],
+    out = [{"sensor": r["sensor"], "ts": iso_utc(r["ts"]), "value": r["value"],
             "unit": r["unit"], "quality": r["quality"]} for r in rows]
     return sorted(out, key=lambda r: r["sensor"])
 
@@ -194,7 +195,7 @@ async def readings(db, tenant: str, q: RangeQuery) -> tuple[list[dict], bool]:
     rows = await _fetch_or_empty(db, readings_sql(q), *readings_args(tenant, q, q.limit + 1))
     truncated = q.bucket is None and len(rows) > q.limit
     rows = rows[:q.limit] if truncated else rows
-    return [{"ts": _iso(r[0]), "value": r[1]} for r in rows], truncated
+    return [{"ts": iso_utc(r[0]), "value": r[1]} for r in rows], truncated
 
 
 async def readings_csv(pool, tenant: str, q: RangeQuery,
@@ -208,7 +209,7 @@ async def readings_csv(pool, tenant: str, q: RangeQuery,
         buf: list[str] = []
         async for r in conn.cursor(readings_sql(q), *readings_args(tenant, q),
                                    prefetch=chunk_rows):
-            buf.append(f"{_iso(r[0])},{_csv_value(r[1])}\n")
+            buf.append(f"{iso_utc(r[0])},{_csv_value(r[1])}\n")
             if len(buf) >= chunk_rows:
                 yield "".join(buf)
                 buf.clear()
@@ -229,7 +230,7 @@ async def _fetch_or_empty(db, sql: str, *args) -> list:
 # ---------------------------------------------------------------- formatting
 
 
-def _iso(t: datetime | None) -> str | None:
+def iso_utc(t: datetime | None) -> str | None:
     """Naive UTC (as asyncpg returns it) or aware -> ``2024-05-01T00:15:00Z``."""
     if t is None:
         return None

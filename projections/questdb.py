@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 from contracts.errors import TransientError
 
+_TRANSIENT_CODES = (
+    "SocketError", "CouldNotResolveAddr", "ConnectTimeout", "ServerInternalError",
+    "FailoverRetry",
+)
+
 
 @dataclass(frozen=True)
 class QuestDB:
@@ -47,6 +52,26 @@ class QuestDB:
             raise TransientError(f"QuestDB rejected `{sql[:160]}`: HTTP {e.code} {body}") from e
         except (urllib.error.URLError, OSError) as e:
             raise TransientError(f"QuestDB at {self.http_url} unreachable: {e}") from e
+
+    def write_frame(self, table: str, df, *, symbols: list[str], at: str = "ts") -> None:
+        """Write a DataFrame through the questdb client's dataframe path (ILP over HTTP).
+
+        ``flush`` returns once QuestDB accepted the rows; they become visible to SQL when
+        the WAL is applied (``wait_for_wal``).  Unreachable server -> TransientError;
+        a data error is re-raised as is (the runner isolates the event that causes it).
+        """
+        from questdb import QuestDBError, Sender
+
+        if df.empty:
+            return
+        try:
+            with Sender.from_conf(self.ilp_conf) as sender:
+                sender.dataframe(df, table_name=table, symbols=symbols, at=at)
+                sender.flush()
+        except QuestDBError as e:
+            if e.code.name in _TRANSIENT_CODES:
+                raise TransientError(f"QuestDB unreachable writing {table}: {e}") from e
+            raise
 
     def rows(self, sql: str) -> list[list]:
         return self.exec(sql)["dataset"]

@@ -12,22 +12,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from questdb import QuestDBError, QuestDBErrorCode, Sender
 
 from bus.components import Projection
 from contracts.base import Event
-from contracts.errors import TransientError
 from contracts.readings import ReadingsNormalised
 from projections.questdb import QuestDB
 
 NAME = "questdb-readings"
 ACCEPTS = (ReadingsNormalised,)
 TABLE = "readings"
-_TRANSIENT_CODES = {
-    QuestDBErrorCode.SocketError, QuestDBErrorCode.CouldNotResolveAddr,
-    QuestDBErrorCode.ConnectTimeout, QuestDBErrorCode.ServerInternalError,
-    QuestDBErrorCode.FailoverRetry,
-}
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -75,18 +68,8 @@ class ReadingsWriter:
         self.db.exec(DDL)
 
     def write(self, events: Sequence[Event]) -> None:
-        df = frame([e for e in events if isinstance(e, ReadingsNormalised)])
-        if df.empty:
-            return
-        try:
-            with Sender.from_conf(self.db.ilp_conf) as sender:
-                sender.dataframe(df, table_name=TABLE, symbols=["tenant", "sensor", "unit"],
-                                 at="ts")
-                sender.flush()
-        except QuestDBError as e:
-            if e.code in _TRANSIENT_CODES:
-                raise TransientError(f"QuestDB unreachable for a readings batch: {e}") from e
-            raise  # a data error: the runner isolates the event that causes it
+        self.db.write_frame(TABLE, frame([e for e in events if isinstance(e, ReadingsNormalised)]),
+                            symbols=["tenant", "sensor", "unit"])
 
 
 def projection(db: QuestDB) -> Projection:

@@ -50,7 +50,7 @@ PRECISION_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
 
 
 def normalise_precision(precision: str | None, *, default: str = "ns") -> str:
-    """Canonical precision (``ns``, ``us``, ``ms``, ``s``, ``m``, ``h``); ContractError if unknown."""
+    """Canonical precision (ns, us, ms, s, m, h); ContractError if unknown."""
     if precision is None or precision == "":
         precision = default
     try:
@@ -211,9 +211,10 @@ _MEASUREMENT = re.compile(r"(?:[^\\, ]|\\.)*", re.S)
 _NAME = re.compile(r"(?:[^\\,= ]|\\.)*", re.S)
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
 _UNQUOTED = re.compile(r"[^, ]*")
-_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_INTEGER = re.compile(r"[-+]?\d+")
-_TIMESTAMP = re.compile(r"-?\d+")
+_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
+_INTEGER = re.compile(r"[-+]?\d+", re.ASCII)
+_UNSIGNED = re.compile(r"\d+", re.ASCII)
+_TIMESTAMP = re.compile(r"-?\d+", re.ASCII)
 _ESCAPE = re.compile(r"\\([,= \\])")
 _STRING_ESCAPE = re.compile(r'\\(["\\])')
 _BOOLEANS = {"t": True, "T": True, "true": True, "True": True, "TRUE": True,
@@ -243,14 +244,48 @@ def _field_value(token: str) -> float | bool:
     suffix, digits = token[-1:], token[:-1]
     if suffix == "i" and _INTEGER.fullmatch(digits) and _INT64_MIN <= int(digits) <= _INT64_MAX:
         return float(int(digits))
-    if suffix == "u" and digits.isdigit() and int(digits) < 2**64:
+    if suffix == "u" and _UNSIGNED.fullmatch(digits) and int(digits) < 2**64:
         return float(int(digits))
     raise _Malformed(f"field value {token!r} is not a number (1.5, 3i, 3u), boolean or "
                      f"quoted string")
 
 
-def _parse_line(line: str) -> tuple[str, list[tuple[str, str]], list[_Field], str | None]:
+_Parsed = tuple[str, list[tuple[str, str]], list[_Field], str | None]
+
+
+def _parse_line(line: str) -> _Parsed:
     """(measurement, tags, fields, timestamp text or None); _Malformed on a syntax error."""
+    return _parse_plain(line) or _parse_escaped(line)
+
+
+def _parse_plain(line: str) -> _Parsed | None:
+    """Fast path for the common line without escapes or strings; None: use the full scanner."""
+    if "\\" in line or '"' in line:
+        return None
+    parts = line.split(" ")
+    if not 2 <= len(parts) <= 3:
+        return None
+    measurement, *tag_items = parts[0].split(",")
+    if not measurement:
+        return None
+    tags, fields = [], []
+    for item in tag_items:
+        key, _, value = item.partition("=")
+        if not key or not value or "=" in value:
+            return None
+        tags.append((key, value))
+    for item in parts[1].split(","):
+        key, _, raw = item.partition("=")
+        if not key or not raw or "=" in raw:
+            return None
+        try:
+            fields.append(_Field(key, raw, _field_value(raw)))
+        except _Malformed:
+            return None
+    return measurement, tags, fields, parts[2] if len(parts) == 3 else None
+
+
+def _parse_escaped(line: str) -> _Parsed:
     n = len(line)
     m = _MEASUREMENT.match(line)
     i = m.end()
