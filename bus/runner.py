@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -61,6 +62,7 @@ class RunnerStats:
     duplicates: int = 0
     dead_lettered: int = 0
     retried: int = 0
+    skipped: int = 0
     batches: int = 0
     last_stream_seq: int = 0
     errors: list[str] = field(default_factory=list)
@@ -72,6 +74,7 @@ class Runner:
     def __init__(
         self, nc: Client, component: Component, consumer: ConsumerSpec, *,
         batch: int = 100, fetch_timeout_s: float = 1.0,
+        select: Callable[[Msg], bool] | None = None,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
@@ -80,6 +83,7 @@ class Runner:
         self.family = event_type(component.accepts[0]).split(".", 1)[0]
         self.batch = batch
         self.fetch_timeout_s = fetch_timeout_s
+        self.select = select  # replay bounds: messages it refuses are acked, not handled
         self.stats = RunnerStats()
         self._last_error: dict[int, str] = {}
         self._log = log.bind(processor=component.name, stream=consumer.stream)
@@ -108,6 +112,8 @@ class Runner:
                     sub = await self._reset(sub)
                     continue
                 self.stats.batches += 1
+                if self.select is not None:
+                    msgs = await self._skip_unselected(msgs)
                 if isinstance(self.component, Processor):
                     for msg in msgs:
                         await self._process(msg)
@@ -119,6 +125,16 @@ class Runner:
             if sub is not None:
                 await self._reset(sub)
         return self.stats
+
+    async def _skip_unselected(self, msgs: list[Msg]) -> list[Msg]:
+        keep = []
+        for msg in msgs:
+            if self.select(msg):
+                keep.append(msg)
+            else:
+                await msg.ack()
+                self.stats.skipped += 1
+        return keep
 
     async def _reset(self, sub):
         if sub is not None:

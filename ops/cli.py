@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from contracts.errors import SetupError, TagusError
@@ -119,6 +120,24 @@ async def _mapping(settings: Settings, args) -> int:
     return 0
 
 
+def _aware(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (e.g. 2026-11-01T00:00Z)")
+    return value
+
+
+async def _replay(settings: Settings, args) -> int:
+    from ops.replay import ReplayRequest, replay
+
+    summary = await replay(settings, ReplayRequest(
+        into=args.into, tenant=args.tenant, subject=args.subject, since=args.since,
+        until=args.until, from_seq=args.from_seq, to_seq=args.to_seq,
+        downstream=args.downstream))
+    print("\n".join(summary.lines()))
+    return 0 if summary.stats.dead_lettered == 0 else 1
+
+
 def _token(settings: Settings, args) -> int:
     from contracts.tokens import TokenStore
 
@@ -152,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the processors here (auto: when no runner is attached)")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--no-examples", action="store_true")
+    p = sub.add_parser("replay", help="re-deliver part of a stream through a component")
+    p.add_argument("--into", required=True, help="component, e.g. normalise, questdb-readings")
+    p.add_argument("--tenant")
+    p.add_argument("--subject", help="a subject filter inside the component's stream")
+    p.add_argument("--since", type=_aware, help="stream time, ISO-8601 with zone")
+    p.add_argument("--until", type=_aware)
+    p.add_argument("--from-seq", type=int)
+    p.add_argument("--to-seq", type=int)
+    p.add_argument("--downstream", action="store_true",
+                   help="also run the regular consumers here until they catch up")
     p = sub.add_parser("token", help="issue a per-tenant access token")
     p.add_argument("action", choices=["issue"])
     p.add_argument("--tenant", required=True)
@@ -192,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "show" and not args.id:
                 parser.error("mapping show needs --id")
             return asyncio.run(_mapping(settings, args))
+        if args.command == "replay":
+            return asyncio.run(_replay(settings, args))
         if args.command == "token":
             return _token(settings, args)
         if args.command == "serve":

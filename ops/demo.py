@@ -1,105 +1,127 @@
-"""`tagus demo`: the whole backbone once, on the local stack.
+"""`tagus demo`: the readings path once, on the local stack, with real utilities' files.
 
-Starts the stack, ensures the topology, publishes a month of L-Town SCADA flows
-(BattLeDIM, 5-minute, m³/h) as ``ReadingsReported`` batches, runs the unit-normalising
-processor and the QuestDB projection until they have caught up, and prints what QuestDB
-now holds next to what was published.
+1. starts the stack and ensures the topology;
+2. ingests four real files as two tenants through the whole pipeline (raw intake ->
+   normalise -> QuestDB): L-Town SCADA flows and tank level (BattLeDIM, ';' and decimal
+   comma) and the BWDF DMA inflows and weather (Excel, Europe/Rome time with DST);
+3. prints each upload's accounting and what QuestDB now holds per sensor;
+4. asks the operators' query API for a downsampled range, with a tenant token;
+5. draws two pictures: a week of L-Town and the BWDF autumn DST night.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
+import json
+import socket
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-
-from bus.publish import publish
-from bus.runner import Runner
-from bus.topology import ensure_topology
-from contracts.base import derive_id, utc_now
-from contracts.readings import ReadingsReported, Series
-from ops import stack, wiring
-from ops.service import wait_caught_up
+from contracts.tokens import TokenStore
+from ops import plots, stack
+from ops.ingest import format_report, ingest
 from ops.settings import Settings
 from projections import readings
 
-TENANT = "ltown"
-FLOWS = Path("battledim") / "2019-01_SCADA_Flows.csv"
-
-
-def load_flows(data_dir: Path) -> pd.DataFrame:
-    """The BattLeDIM flows file as published: ';' separated, decimal comma, naive UTC-less."""
-    path = data_dir / FLOWS
-    if not path.is_file():
-        raise SystemExit(f"demo data not found at {path}; set TAGUS_SHARED_DATA to the "
-                         "folder holding battledim/")
-    df = pd.read_csv(path, sep=";", decimal=",")
-    # BattLeDIM timestamps carry no zone and no DST: they are treated as UTC.
-    df["Timestamp"] = pd.to_datetime(df["Timestamp"], format="%Y-%m-%d %H:%M:%S", utc=True)
-    return df
-
-
-def daily_batches(df: pd.DataFrame, source: str) -> list[ReadingsReported]:
-    """One event per day holding every sensor's series for that day (ids from content)."""
-    events = []
-    now = utc_now()
-    for day, part in df.groupby(df["Timestamp"].dt.floor("D")):
-        ts_ns = part["Timestamp"].dt.as_unit("ns").astype("int64").tolist()
-        series = [Series(sensor_id=col, unit="m3/h", timestamps_ns=ts_ns,
-                         values=part[col].astype(float).tolist())
-                  for col in df.columns if col != "Timestamp"]
-        events.append(ReadingsReported(
-            event_id=derive_id("demo", TENANT, source, day.isoformat()), tenant=TENANT,
-            occurred_at=day.to_pydatetime(), recorded_at=now, source=source, series=series))
-    return events
-
-
-def _progress(positions) -> None:
-    lag = sum(p.lag for p in positions)
-    sys.stdout.write(f"\r  processing... {lag:6d} events behind   ")
-    sys.stdout.flush()
+UPLOADS = [  # (tenant, file under shared data, mapping under tests/mappings)
+    ("ltown", "battledim/2019-01_SCADA_Flows.csv", "battledim_flows.yaml"),
+    ("ltown", "battledim/2019-01_SCADA_Levels.csv", "battledim_levels.yaml"),
+    ("bwdf", "bwdf/InflowData_1.xlsx", "bwdf_inflow.yaml"),
+    ("bwdf", "bwdf/WeatherData_1.xlsx", "bwdf_weather.yaml"),
+]
+MAPPINGS = Path(__file__).resolve().parents[1] / "tests" / "mappings"
 
 
 async def run_demo(settings: Settings, data_dir: Path) -> None:
     print("1. local stack")
     for line in stack.up(settings):
         print("  ", line)
-    topo = wiring.topology(settings)
-    nc = await wiring.nats_connection(settings, name="tagus-demo")
-    js = nc.jetstream()
-    try:
-        print("2. topology:", "; ".join(await ensure_topology(js, topo)) or "unchanged")
-        df = load_flows(data_dir)
-        events = daily_batches(df, source=str(FLOWS))
-        dup = 0
-        for e in events:
-            dup += bool((await publish(js, e)).duplicate)
-        n = sum(len(s.values) for e in events for s in e.series)
-        print(f"3. published {len(events)} ReadingsReported events ({n} readings, "
-              f"{dup} already stored: same ids, dropped by JetStream)")
-        comps = wiring.components(settings)
-        stop = asyncio.Event()
-        runners = [Runner(nc, comps[name], topo.consumer(name), batch=50) for name in comps]
-        tasks = [asyncio.create_task(r.run(stop)) for r in runners]
-        await wait_caught_up(nc, topo, on_progress=_progress)
-        stop.set()
-        await asyncio.gather(*tasks)
-        print("\n4. processors caught up:",
-              ", ".join(f"{r.component.name} handled {r.stats.handled}" for r in runners))
-    finally:
-        await nc.drain()
+    print("2. ingest (raw intake -> normalise -> QuestDB)")
+    for tenant, rel, mapping in UPLOADS:
+        path = data_dir / rel
+        if not path.is_file():
+            raise SystemExit(f"demo data not found at {path}; set TAGUS_SHARED_DATA to the "
+                             "folder holding battledim/ and bwdf/")
+        result = await ingest(settings, path, tenant, MAPPINGS / mapping, process="yes",
+                              progress=True)
+        print(f"   [{tenant}] " + format_report(result, []).replace("\n", "\n   "))
     db = stack.questdb(settings)
     db.wait_for_wal(readings.TABLE)
-    rows = db.rows(
-        f"select sensor, unit, count(), min(value), max(value), sum(value), min(ts), max(ts) "
-        f"from {readings.TABLE} where tenant = '{TENANT}' order by sensor")
-    print(f"5. QuestDB table {readings.TABLE!r} ({settings.questdb_http_url}), tenant {TENANT}:")
-    print(f"   {'sensor':8} {'unit':5} {'rows':>6} {'min':>10} {'max':>10} {'source sum m3/h':>16}"
-          f" {'stored sum·3600':>16}  first .. last")
-    for sensor, unit, cnt, vmin, vmax, vsum, t0, t1 in rows:
-        src_sum = df[sensor].sum() if sensor in df else float("nan")
-        print(f"   {sensor:8} {unit:5} {cnt:6d} {vmin:10.6f} {vmax:10.6f} {src_sum:16.2f}"
-              f" {vsum * 3600:16.2f}  {t0[:16]} .. {t1[:16]}")
-    print(f"   open {settings.questdb_http_url} and run: select * from {readings.TABLE} "
-          f"where sensor = 'PUMP_1' sample by 1h")
+    print(f"3. QuestDB table {readings.TABLE!r} at {settings.questdb_http_url}")
+    print(f"   {'tenant':6} {'sensor':12} {'unit':5} {'rows':>6} {'min':>10} {'max':>10}"
+          "  first .. last (UTC)")
+    for tenant, sensor, unit, cnt, vmin, vmax, t0, t1 in db.rows(
+            f"select tenant, sensor, unit, count(), min(value), max(value), min(ts), max(ts) "
+            f"from {readings.TABLE} where tenant in ('ltown', 'bwdf') "
+            "order by tenant, sensor"):
+        print(f"   {tenant:6} {sensor:12} {unit:5} {cnt:6d} {vmin:10.5f} {vmax:10.5f}"
+              f"  {t0[:16]} .. {t1[:16]}")
+    print("4. query API (tenant ltown, read token): T1 level, 6-hour means, 1-2 Jan 2019")
+    for line in _query_api(settings):
+        print("  ", line)
+    print("5. pictures")
+    out = Path(settings.data_dir) / "demo"
+    week = plots.hourly(db, "ltown", ["p227", "p235", "PUMP_1", "T1"],
+                        datetime(2019, 1, 7, tzinfo=UTC), datetime(2019, 1, 14, tzinfo=UTC))
+    print("  ", plots.plot(week, "L-Town, 7-13 Jan 2019: inflows, pump flow, tank T1 "
+                           "(hourly means from QuestDB)", out / "ltown_week.png"))
+    dst = plots.hourly(db, "bwdf", ["dma_e", "dma_h", "air_temp"],
+                       datetime(2021, 10, 29, 22, tzinfo=UTC), datetime(2021, 11, 1, 22, tzinfo=UTC))
+    print("  ", plots.plot(dst, "BWDF, autumn DST weekend 2021: 25-hour Sunday in "
+                           "Europe/Rome, no hour lost or doubled", out / "bwdf_dst.png",
+                           tz="Europe/Rome"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _query_api(settings: Settings) -> list[str]:
+    """Start the API on a free port in this process, ask it one question, stop it."""
+    import uvicorn
+
+    from projections.api import create_app
+
+    tokens_file = Path(settings.data_dir) / "demo" / "tokens.yaml"
+    store = TokenStore([])
+    token = store.issue("ltown", "demo-operator", ("read",))
+    store.save(tokens_file)
+    port = _free_port()
+    app_settings = settings.model_copy(update={"tokens_file": tokens_file, "api_port": port})
+    server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = (f"http://127.0.0.1:{port}/v1/sensors/T1/readings?start=2019-01-01T00:00Z"
+               "&end=2019-01-02T00:00Z&bucket=6h&agg=avg")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        lines = [f"GET {url.split(str(port))[1]}"]
+        points = body.get("points", [])
+        for p in points:
+            lines.append(f"  {p}")
+        if not points:
+            lines.append(f"  {json.dumps(body)[:300]}")
+        return lines
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def main(settings: Settings) -> None:
+    asyncio.run(run_demo(settings, settings.shared_data))

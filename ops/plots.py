@@ -1,0 +1,62 @@
+"""Pictures of what QuestDB holds: hourly means of a few sensors, one panel per unit."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from projections.questdb import QuestDB
+from projections.readings import TABLE
+
+_SAFE = re.compile(r"^[A-Za-z0-9_.:-]+$")  # tenant and sensor ids as the contracts allow
+
+# SI unit -> (display unit, factor from SI)
+DISPLAY = {"m3/s": ("L/s", 1000.0), "m": ("m", 1.0), "degC": ("°C", 1.0),
+           "1": ("%", 100.0), "m/s": ("km/h", 3.6), "Pa": ("bar", 1e-5)}
+
+
+def hourly(db: QuestDB, tenant: str, sensors: list[str], start: datetime,
+           end: datetime) -> pd.DataFrame:
+    """Hourly mean per sensor (SI units) between ``start`` and ``end`` (UTC)."""
+    for ident in (tenant, *sensors):
+        if not _SAFE.match(ident):
+            raise ValueError(f"unsafe identifier {ident!r}")
+    names = ", ".join(f"'{s}'" for s in sensors)
+    rows = db.rows(
+        f"select ts, sensor, unit, avg(value) from {TABLE} where tenant = '{tenant}' "
+        f"and sensor in ({names}) and ts >= '{start.isoformat()}' and ts < '{end.isoformat()}' "
+        "sample by 1h align to calendar")
+    df = pd.DataFrame(rows, columns=["ts", "sensor", "unit", "value"])
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    return df
+
+
+def plot(df: pd.DataFrame, title: str, path: Path, *, tz: str = "UTC") -> Path:
+    """One panel per unit; x axis in ``tz`` local time.  Writes a PNG and returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    units = list(dict.fromkeys(df["unit"]))
+    fig, axes = plt.subplots(len(units), 1, figsize=(11, 2.6 * len(units) + 0.6),
+                             sharex=True, squeeze=False)
+    for ax, unit in zip(axes[:, 0], units, strict=True):
+        label, factor = DISPLAY.get(unit, (unit, 1.0))
+        part = df[df["unit"] == unit]
+        for sensor, s in part.groupby("sensor"):
+            ax.plot(s["ts"].dt.tz_convert(tz), s["value"] * factor, label=sensor, lw=1.1)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8, ncol=4)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel(f"time ({tz})")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
