@@ -52,6 +52,9 @@ def handle(event: RawIntakeReceived, ctx: Context) -> Iterator[Event]:
     except TenantConfigError as e:
         yield failed("invalid_mapping", str(e))
         return
+    except dispatch.UnsupportedFormat as e:
+        yield failed("unsupported_format", str(e))
+        return
     except ContractError as e:
         yield failed("unparseable", str(e))
         return

@@ -91,3 +91,23 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.fail(f"shared test data not found at {path} (set TAGUS_SHARED_DATA)")
     return path
+
+
+@pytest.fixture
+def fast_settings(settings):
+    """Short ack wait and few deliveries, so redelivery paths run in seconds."""
+    return settings.model_copy(update={"consumer_ack_wait_s": 1.0, "consumer_max_deliver": 3})
+
+
+@pytest.fixture
+async def nc(fast_settings):
+    """A NATS connection to a JetStream emptied for this test, topology ensured."""
+    from bus.topology import ensure_topology
+    from ops import wiring
+    from tests.helpers import reset_jetstream
+
+    conn = await wiring.nats_connection(fast_settings, name="tagus-tests")
+    await reset_jetstream(conn)
+    await ensure_topology(conn.jetstream(), wiring.topology(fast_settings))
+    yield conn
+    await conn.drain()

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from contracts.errors import TenantConfigError
+from contracts.errors import ContractError, TenantConfigError
 from producers.formats.jsonpush import parse_json_push
 from producers.formats.lineprotocol import ParseResult, parse_line_protocol
 from producers.formats.tabular import ParsedChunk, parse_tabular
@@ -24,6 +24,10 @@ TABULAR = {"text/csv", "application/vnd.openxmlformats-officedocument.spreadshee
 LINE_PROTOCOL = "text/x-influx-line-protocol"
 JSON = "application/json"
 VALUES_PER_CHUNK = 200_000  # rows per chunk = this / number of sensors in the mapping
+
+
+class UnsupportedFormat(ContractError):
+    """No parser handles this content type."""
 
 
 def parse(content_type: str, payload: BinaryIO, mapping_text: bytes | None,
@@ -49,7 +53,7 @@ def parse(content_type: str, payload: BinaryIO, mapping_text: bytes | None,
         if source.startswith("poller:"):
             return iter([_as_chunk(parse_polled(body, dict(params)))])
         return iter([_as_chunk(parse_json_push(body, mapping=_sensors(mapping_text)))])
-    raise TenantConfigError(f"no parser for content type {content_type!r}; known: "
+    raise UnsupportedFormat(f"no parser for content type {content_type!r}; known: "
                             f"{sorted(TABULAR | {LINE_PROTOCOL, JSON})}")
 
 
