@@ -91,7 +91,7 @@ async def _ingest(settings: Settings, args) -> int:
                           timeout_s=args.timeout)
     examples = []
     if getattr(result.outcome, "reasons", None) and not args.no_examples:
-        examples = rejection_examples(settings, args.tenant, result.intake.event_id)
+        examples = await rejection_examples(settings, args.tenant, result.intake.event_id)
     print(format_report(result, examples))
     return 0 if result.outcome.__class__.__name__ == "IntakeParsed" else 1
 

@@ -64,12 +64,18 @@ async def run_demo(settings: Settings, data_dir: Path) -> None:
         print("  ", line)
     print("5. pictures")
     out = Path(settings.data_dir) / "demo"
-    week = plots.hourly(db, "ltown", ["p227", "p235", "PUMP_1", "T1"],
-                        datetime(2019, 1, 7, tzinfo=UTC), datetime(2019, 1, 14, tzinfo=UTC))
+    conn = await stack.pg_connection(settings)
+    try:
+        week = await plots.hourly(conn, "ltown", ["p227", "p235", "PUMP_1", "T1"],
+                                  datetime(2019, 1, 7, tzinfo=UTC),
+                                  datetime(2019, 1, 14, tzinfo=UTC))
+        dst = await plots.hourly(conn, "bwdf", ["dma_e", "dma_h", "air_temp"],
+                                 datetime(2021, 10, 29, 22, tzinfo=UTC),
+                                 datetime(2021, 11, 1, 22, tzinfo=UTC))
+    finally:
+        await conn.close()
     print("  ", plots.plot(week, "L-Town, 7-13 Jan 2019: inflows, pump flow, tank T1 "
                            "(hourly means from QuestDB)", out / "ltown_week.png"))
-    dst = plots.hourly(db, "bwdf", ["dma_e", "dma_h", "air_temp"],
-                       datetime(2021, 10, 29, 22, tzinfo=UTC), datetime(2021, 11, 1, 22, tzinfo=UTC))
     print("  ", plots.plot(dst, "BWDF, autumn DST weekend 2021: 25-hour Sunday in "
                            "Europe/Rome, no hour lost or doubled", out / "bwdf_dst.png",
                            tz="Europe/Rome"))

@@ -31,7 +31,6 @@ from producers.intake import Intake, content_type_for
 from producers.mapping import SourceMapping
 from projections.intake_log import REJECTED_TABLE
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
@@ -134,19 +133,20 @@ async def _processing_locally(nc: Client, settings: Settings, topo, progress: bo
             sys.stderr.write("\n")
 
 
-def rejection_examples(settings: Settings, tenant: str, intake_id: str, per_reason: int = 2):
-    """A few rejected items per reason, from the readings_rejected projection."""
-    from ops.stack import questdb
+async def rejection_examples(settings: Settings, tenant: str, intake_id: str,
+                             limit: int = 40) -> list[tuple]:
+    """Some rejected items of one upload, from the readings_rejected projection."""
+    from ops.stack import pg_connection, questdb
 
-    if not _UUID.match(intake_id):
-        return []
-    db = questdb(settings)
-    db.wait_for_wal(REJECTED_TABLE)
-    # tenant and intake_id are validated tokens (tenant regex, uuid), never free text
-    return db.rows(
-        f"select reason, sensor, row, raw, detail, count from {REJECTED_TABLE} "
-        f"where tenant = '{tenant}' and intake_id = '{intake_id}' "
-        f"limit -{per_reason * 20}")
+    questdb(settings).wait_for_wal(REJECTED_TABLE)
+    conn = await pg_connection(settings)
+    try:
+        rows = await conn.fetch(
+            f"select reason, sensor, row, raw, detail, count from {REJECTED_TABLE} "
+            "where tenant = $1 and intake_id = $2 limit $3", tenant, intake_id, limit)
+    finally:
+        await conn.close()
+    return [tuple(r) for r in rows]
 
 
 def format_report(result: IngestResult, examples: list) -> str:

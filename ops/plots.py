@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from projections.questdb import QuestDB
-from projections.readings import TABLE
-
-_SAFE = re.compile(r"^[A-Za-z0-9_.:-]+$")  # tenant and sensor ids as the contracts allow
+from projections import queries
 
 # SI unit -> (display unit, factor from SI)
 DISPLAY = {"m3/s": ("L/s", 1000.0), "m": ("m", 1.0), "degC": ("°C", 1.0),
            "1": ("%", 100.0), "m/s": ("km/h", 3.6), "Pa": ("bar", 1e-5)}
 
 
-def hourly(db: QuestDB, tenant: str, sensors: list[str], start: datetime,
-           end: datetime) -> pd.DataFrame:
-    """Hourly mean per sensor (SI units) between ``start`` and ``end`` (UTC)."""
-    for ident in (tenant, *sensors):
-        if not _SAFE.match(ident):
-            raise ValueError(f"unsafe identifier {ident!r}")
-    names = ", ".join(f"'{s}'" for s in sensors)
-    rows = db.rows(
-        f"select ts, sensor, unit, avg(value) from {TABLE} where tenant = '{tenant}' "
-        f"and sensor in ({names}) and ts >= '{start.isoformat()}' and ts < '{end.isoformat()}' "
-        "sample by 1h align to calendar")
-    df = pd.DataFrame(rows, columns=["ts", "sensor", "unit", "value"])
+async def hourly(conn, tenant: str, sensors: list[str], start: datetime,
+                 end: datetime) -> pd.DataFrame:
+    """Hourly mean per sensor (SI units) between ``start`` and ``end`` (UTC).
+
+    ``conn``: an asyncpg connection to QuestDB; the queries are the API's, with bound
+    tenant, sensor and times.
+    """
+    units = {s["sensor"]: s["unit"] for s in await queries.list_sensors(conn, tenant)}
+    frames = []
+    for sensor in sensors:
+        q = queries.range_query(sensor, start, end, "1h", "avg", "none", limit=0)
+        points, _ = await queries.readings(conn, tenant, q)
+        frames.append(pd.DataFrame({"ts": [p["ts"] for p in points],
+                                    "value": [p["value"] for p in points],
+                                    "sensor": sensor, "unit": units.get(sensor, "?")}))
+    df = pd.concat(frames, ignore_index=True)
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     return df
 

@@ -296,6 +296,15 @@ def questdb(settings: Settings) -> QuestDB:
     return QuestDB(settings.questdb_http_url, auth)
 
 
+async def pg_connection(settings: Settings):
+    """A PG-wire connection to QuestDB for queries with bound parameters (asyncpg)."""
+    import asyncpg
+
+    return await asyncpg.connect(
+        host=settings.questdb_host, port=settings.questdb_pg_port,
+        user=settings.questdb_user, password=settings.questdb_password, database="qdb")
+
+
 def _questdb_version(settings: Settings) -> str | None:
     try:
         res = questdb(settings).exec("select build()", timeout=2)
