@@ -138,6 +138,23 @@ async def _replay(settings: Settings, args) -> int:
     return 0 if summary.stats.dead_lettered == 0 else 1
 
 
+async def _deadletters(settings: Settings, args) -> int:
+    from ops import wiring
+    from ops.deadletters import format_rows, list_dead_letters, republish
+
+    nc = await wiring.nats_connection(settings, name="tagus-deadletters")
+    try:
+        if args.action == "list":
+            print(format_rows(await list_dead_letters(nc, args.tenant, args.limit)))
+        else:
+            if args.seq is None:
+                raise SystemExit("tagus: deadletters republish needs --seq N")
+            print(f"re-published to {await republish(nc, args.seq)}")
+    finally:
+        await nc.drain()
+    return 0
+
+
 def _token(settings: Settings, args) -> int:
     from contracts.tokens import TokenStore
 
@@ -181,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to-seq", type=int)
     p.add_argument("--downstream", action="store_true",
                    help="also run the regular consumers here until they catch up")
+    p = sub.add_parser("deadletters", help="list dead letters, or re-publish one after a fix")
+    p.add_argument("action", choices=["list", "republish"])
+    p.add_argument("--tenant")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--seq", type=int, help="DEADLETTER stream sequence to re-publish")
     p = sub.add_parser("token", help="issue a per-tenant access token")
     p.add_argument("action", choices=["issue"])
     p.add_argument("--tenant", required=True)
@@ -223,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_mapping(settings, args))
         if args.command == "replay":
             return asyncio.run(_replay(settings, args))
+        if args.command == "deadletters":
+            return asyncio.run(_deadletters(settings, args))
         if args.command == "token":
             return _token(settings, args)
         if args.command == "serve":

@@ -185,3 +185,24 @@ async def test_subjects_carry_the_tenant(nc):
     msgs = await stream_messages(nc, "READINGS", "tagus.readings.utility-b.>")
     assert len(msgs) == 1 and msgs[0].headers["Nats-Msg-Id"] == e.event_id
     assert encode(e) == msgs[0].data
+
+
+async def test_dead_letters_are_listed_and_can_be_republished(nc, fast_settings):
+    from ops.deadletters import format_rows, list_dead_letters, republish
+
+    js = nc.jetstream()
+    topo = wiring.topology(fast_settings)
+    await js.publish("tagus.readings.acme.reported", b"\xc1broken")
+    await publish(js, reported(1, tenant="other"))
+    async with running(nc, wiring.components(fast_settings)["normalise-units"],
+                       topo.consumer("normalise-units")) as r:
+        await eventually(lambda: r.stats.dead_lettered == 1 and r.stats.handled == 1)
+    rows = await list_dead_letters(nc, tenant="acme")
+    assert [(d.error_kind, d.stream_seq) for _, d in rows] == [("malformed", 1)]
+    assert await list_dead_letters(nc, tenant="other") == []
+    assert "malformed" in format_rows(rows)
+    subject = await republish(nc, rows[0][0])
+    assert subject == "tagus.readings.acme.reported"
+    again = await stream_messages(nc, "READINGS", "tagus.readings.acme.reported")
+    assert [m.data for m in again] == [b"\xc1broken", b"\xc1broken"]
+    assert again[1].headers["Tagus-Republished-From"] == f"DEADLETTER:{rows[0][0]}"
