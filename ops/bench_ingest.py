@@ -126,43 +126,79 @@ def day_range_utc(days: int, tz: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- memory
 
 
-class RssSampler:
-    """Samples resident memory of named processes every ``interval_s``; keeps the peak."""
+class ProcSampler:
+    """Peak resident memory (sampled every ``interval_s``) and CPU seconds of named processes.
+
+    ``cpu["other"]`` is the machine's busy CPU time not spent in a watched process:
+    someone else's load, which makes a run's figures worth less.
+    """
 
     def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
         self._procs: dict[str, psutil.Process] = {}
+        self._cpu0: dict[str, float] = {}
         self.peak: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._busy0 = _busy()
 
-    def watch(self, name: str, pid: int) -> None:
+    def watch(self, name: str, pid: int | None, *, rss: bool = True) -> None:
+        if pid is None:
+            return
+        proc = psutil.Process(pid)
         with self._lock:
-            self._procs[name] = psutil.Process(pid)
+            self._procs[name] = proc
+            self._cpu0[name] = _cpu(proc)
+            if rss:
+                self.peak[name] = proc.memory_info().rss
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> ProcSampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._sample()
+        self._sample(final=True)
+        self.cpu["other"] = max(0.0, _busy() - self._busy0 - sum(self.cpu.values()))
 
-    def _sample(self) -> None:
+    def _sample(self, final: bool = False) -> None:
         with self._lock:
             procs = list(self._procs.items())
         for name, p in procs:
             try:
-                rss = p.memory_info().rss
+                if name in self.peak:
+                    self.peak[name] = max(self.peak[name], p.memory_info().rss)
+                self.cpu[name] = _cpu(p) - self._cpu0[name]
             except psutil.Error:
                 continue
-            self.peak[name] = max(self.peak.get(name, 0), rss)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()
+
+
+def _cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+def _busy() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.system + getattr(t, "nice", 0) + getattr(t, "irq", 0) + getattr(
+        t, "softirq", 0)
+
+
+def _watch_servers(ps: ProcSampler, settings: Settings) -> None:
+    from ops.stack import managed_pids
+
+    for name, pid in managed_pids(settings).items():
+        try:
+            ps.watch(f"{name} server", pid, rss=False)
+        except psutil.Error:
+            pass
 
 
 def ru_maxrss_bytes() -> int:
@@ -185,6 +221,7 @@ class E2E:
     batches: int = 0  # ReadingsNormalised messages
     sink_writes: int = 0  # write() calls of the projection (in-process only)
     rss: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds while timed
 
     @property
     def rate(self) -> float:
@@ -308,10 +345,11 @@ async def e2e_inproc(settings: Settings, csv: Path, r: E2E) -> None:
             await _attached(js, topo, 60)
             await _caught_up(js, topo, "warm-up")
             before = runners[1].stats.batches
-            with RssSampler() as rss:
-                rss.watch("bench (normalise + questdb-readings)", os.getpid())
+            with ProcSampler() as ps:
+                ps.watch("bench (normalise + questdb-readings)", os.getpid())
+                _watch_servers(ps, settings)
                 await _timed_ingest(nc, settings, topo, csv, r.tenant, r, progress)
-            r.rss = rss.peak
+            r.rss, r.cpu = ps.peak, ps.cpu
             r.sink_writes = runners[1].stats.batches - before
         finally:
             stop.set()
@@ -337,12 +375,13 @@ async def e2e_subproc(settings: Settings, csv: Path, r: E2E, logdir: Path) -> No
             log.close()
         await _attached(js, topo, 120, procs)
         await _caught_up(js, topo, "warm-up")
-        with RssSampler() as rss:
-            rss.watch("bench (submit + poll)", os.getpid())
+        with ProcSampler() as ps:
+            ps.watch("bench (submit + poll)", os.getpid())
             for name, p in zip(COMPONENTS, procs, strict=True):
-                rss.watch(f"tagus run {name}", p.pid)
+                ps.watch(f"tagus run {name}", p.pid)
+            _watch_servers(ps, settings)
             await _timed_ingest(nc, settings, topo, csv, r.tenant, r, progress)
-        r.rss = rss.peak
+        r.rss, r.cpu = ps.peak, ps.cpu
     finally:
         for p in procs:
             if p.poll() is None:
@@ -531,7 +570,8 @@ async def _main(settings: Settings, args, variants: list[str], workdir: Path, cm
     from ops import stack
 
     print(f"tagus bench ingest: {args.sensors} sensors x 1-minute rows, {args.tz} wall clock, "
-          f"seed {args.seed}; {os.cpu_count()} CPUs")
+          f"seed {args.seed}; {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for line in await asyncio.to_thread(stack.up, settings):
         print(f"  {line}")
     db = questdb(settings)
@@ -589,11 +629,16 @@ async def _ceilings(settings, db, args, results, prefix, tenants, stream, subjec
     print(f"ceilings: the {len(batches)} ReadingsNormalised messages of {big[0].tenant} "
           f"({sum(len(b) for b, _ in batches) / 2**20:.0f} MB msgpack), {args.repeat} runs each")
     qdb, nats_async, nats_sync = [], [], []
+    cpu: dict[str, list[dict[str, float]]] = {"qdb": []}
     for i in range(args.repeat):
         tenant = f"{prefix}qdb-{i + 1}"
         tenants.append(tenant)
-        s = await asyncio.to_thread(ceiling_questdb, db, [b for b, _ in batches], tenant,
-                                    per_write)
+        with ProcSampler() as ps:
+            ps.watch("bench (decode + frame + write_frame)", os.getpid(), rss=False)
+            _watch_servers(ps, settings)
+            s = await asyncio.to_thread(ceiling_questdb, db, [b for b, _ in batches], tenant,
+                                        per_write)
+        cpu["qdb"].append(ps.cpu)
         count = db.rows(f"select count() from {TABLE} where tenant = '{tenant}'")[0][0]
         if count != readings:
             raise SystemExit(f"bench: QuestDB ceiling wrote {count:,} rows, not {readings:,}")
@@ -609,7 +654,7 @@ async def _ceilings(settings, db, args, results, prefix, tenants, stream, subjec
               f"{readings / a / 1e3:8,.0f} k readings/s; one at a time {s:6.2f} s "
               f"{readings / s / 1e3:8,.0f} k readings/s")
     return {"readings": readings, "qdb": qdb, "async": nats_async, "sync": nats_sync,
-            "per_write": per_write}
+            "per_write": per_write, "cpu": cpu}
 
 
 def _report(args, results: list[E2E], c: dict, sizes: list[int], cmd: str) -> None:
@@ -653,4 +698,14 @@ def _report(args, results: list[E2E], c: dict, sizes: list[int], cmd: str) -> No
                 cells.append(f"{days}d {_mb(max(vals))}")
             print(f"  {variant:7} {name:38} " + "   ".join(cells))
     print(f"  this process ru_maxrss (lifetime, incl. ceilings): {_mb(ru_maxrss_bytes())}")
+    print(f"CPU seconds while timed, median of runs ({os.cpu_count()} cores; 'other' = "
+          "processes outside the bench, i.e. noise):")
+    groups = [(f"e2e {v} {args.days}d", [r.cpu for r in results
+                                          if r.variant == v and r.days == args.days])
+              for v in dict.fromkeys(r.variant for r in results)]
+    groups.append(("questdb ceiling", c["cpu"]["qdb"]))
+    for label, cpus in groups:
+        names = list(dict.fromkeys(n for d in cpus for n in d))
+        print(f"  {label:22} " + ", ".join(
+            f"{n} {_median([d.get(n, 0.0) for d in cpus]):.1f}" for n in names))
     print(f"reproduce: cd {ROOT} && .venv/bin/{cmd.strip()}")

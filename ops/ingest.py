@@ -8,7 +8,6 @@ the rejection reasons grouped and an example of each.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import sys
@@ -18,14 +17,13 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
-from bus.runner import Runner
 from bus.storage import mapping_key, put_mapping
 from bus.topology import ensure_topology
 from contracts.errors import TenantConfigError
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.registry import decode
 from ops import wiring
-from ops.service import wait_caught_up
+from ops.service import components_running
 from ops.settings import Settings
 from producers.intake import Intake, content_type_for
 from producers.mapping import SourceMapping
@@ -111,24 +109,16 @@ async def ingest(settings: Settings, path: Path, tenant: str, mapping: Path | No
 @contextlib.asynccontextmanager
 async def _processing_locally(nc: Client, settings: Settings, topo, progress: bool):
     """Run every component here while the caller waits; on exit, let them catch up."""
-    comps = wiring.components(settings)
-    stop = asyncio.Event()
-    runners = [Runner(nc, c, topo.consumer(name), batch=20) for name, c in comps.items()]
-    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
 
     def show(pos) -> None:
         if progress:
-            lag = sum(p.lag for p in pos)
-            sys.stderr.write(f"\r  processing: {lag:6d} events behind ")
+            sys.stderr.write(f"\r  processing: {sum(p.lag for p in pos):6d} events behind ")
             sys.stderr.flush()
 
     try:
-        yield
-        # the projections finish writing what the upload produced
-        await wait_caught_up(nc, topo, timeout_s=600, on_progress=show)
+        async with components_running(nc, settings, topo, on_progress=show, batch=20):
+            yield
     finally:
-        stop.set()
-        await asyncio.gather(*tasks)
         if progress:
             sys.stderr.write("\n")
 

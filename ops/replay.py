@@ -31,7 +31,7 @@ from bus.topology import ConsumerSpec, ensure_topology
 from contracts.base import validate_tenant
 from contracts.errors import ContractError, NotFoundError
 from ops import wiring
-from ops.service import wait_caught_up
+from ops.service import components_running
 from ops.settings import Settings
 
 
@@ -176,12 +176,5 @@ def _ts_ns(ts) -> int:
 
 async def _run_downstream(nc: Client, settings: Settings, topo, progress: bool) -> None:
     """Run the regular consumers here until everything the replay produced is processed."""
-    comps = wiring.components(settings)
-    stop = asyncio.Event()
-    runners = [Runner(nc, c, topo.consumer(n), batch=50) for n, c in comps.items()]
-    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
-    try:
-        await wait_caught_up(nc, topo, timeout_s=3600)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
+    async with components_running(nc, settings, topo):
+        pass

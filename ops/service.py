@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -65,6 +66,23 @@ async def wait_caught_up(nc: Client, topology: Topology, *, timeout_s: float = 1
             raise TimeoutError(f"consumers still behind after {timeout_s}s: "
                                + ", ".join(f"{p.durable} lag {p.lag}" for p in pos if p.lag))
         await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def components_running(nc: Client, settings: Settings, topology: Topology, *,
+                             on_progress=None, batch: int = 50, timeout_s: float = 3600.0):
+    """Run every component in this process while the body runs; on a normal exit, keep
+    them running until all consumers have caught up, then stop them."""
+    comps = wiring.components(settings)
+    stop = asyncio.Event()
+    runners = [Runner(nc, c, topology.consumer(n), batch=batch) for n, c in comps.items()]
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    try:
+        yield runners
+        await wait_caught_up(nc, topology, timeout_s=timeout_s, on_progress=on_progress)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
 
 
 async def run_components(settings: Settings, names: list[str], stop: asyncio.Event,
