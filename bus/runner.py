@@ -115,8 +115,9 @@ class Runner:
                 if self.select is not None:
                     msgs = await self._skip_unselected(msgs)
                 if isinstance(self.component, Processor):
-                    for msg in msgs:
-                        await self._process(msg)
+                    for i, msg in enumerate(msgs):
+                        # the rest of the batch waits: keep it from timing out meanwhile
+                        await self._process(msg, msgs[i + 1:])
                 else:
                     await self._sink(msgs)
         finally:
@@ -161,7 +162,7 @@ class Runner:
             )
         return event
 
-    async def _process(self, msg: Msg) -> None:
+    async def _process(self, msg: Msg, waiting: list[Msg] = ()) -> None:
         meta = msg.metadata
         decoded = self._decode(msg)
         if isinstance(decoded, tuple):
@@ -177,7 +178,8 @@ class Runner:
                         "tagus.event_id": event.event_id, "messaging.destination": msg.subject},
         ):
             try:
-                outputs = await self._with_heartbeat([msg], self._handle_and_publish(event))
+                outputs = await self._with_heartbeat([msg, *waiting],
+                                                     self._handle_and_publish(event))
             except ContractError as e:
                 await self._dead_letter_msg(msg, "invalid", f"handler rejected the event: {e}")
                 return

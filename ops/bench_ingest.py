@@ -329,7 +329,7 @@ async def _timed_ingest(nc: Client, settings: Settings, topo, csv: Path, tenant:
                   f"({r.rate / 1e3:,.0f} k readings/s)", final=True)
 
 
-async def e2e_inproc(settings: Settings, csv: Path, r: E2E) -> None:
+async def e2e_inproc(settings: Settings, csv: Path, r: E2E, batch: int) -> None:
     """Both components as Runners on this process's event loop (as `tagus ingest` does)."""
     topo = wiring.topology(settings)
     comps = wiring.components(settings)
@@ -339,17 +339,17 @@ async def e2e_inproc(settings: Settings, csv: Path, r: E2E) -> None:
     try:
         js = nc.jetstream()
         await _refuse_foreign_runners(js, topo)
-        runners = [Runner(nc, comps[n], topo.consumer(n), batch=100) for n in COMPONENTS]
+        runners = [Runner(nc, comps[n], topo.consumer(n), batch=batch) for n in COMPONENTS]
         tasks = [asyncio.create_task(x.run(stop)) for x in runners]
         try:
             await _attached(js, topo, 60)
             await _caught_up(js, topo, "warm-up")
             before = runners[1].stats.batches
             with ProcSampler() as ps:
-                ps.watch("bench (normalise + questdb-readings)", os.getpid())
+                ps.watch("bench (normalise + questdb-readings)", os.getpid(), rss=False)
                 _watch_servers(ps, settings)
                 await _timed_ingest(nc, settings, topo, csv, r.tenant, r, progress)
-            r.rss, r.cpu = ps.peak, ps.cpu
+            r.rss, r.cpu = {"this process (ru_maxrss, lifetime)": ru_maxrss_bytes()}, ps.cpu
             r.sink_writes = runners[1].stats.batches - before
         finally:
             stop.set()
@@ -358,7 +358,7 @@ async def e2e_inproc(settings: Settings, csv: Path, r: E2E) -> None:
         await nc.drain()
 
 
-async def e2e_subproc(settings: Settings, csv: Path, r: E2E, logdir: Path) -> None:
+async def e2e_subproc(settings: Settings, csv: Path, r: E2E, logdir: Path, batch: int) -> None:
     """Each component in its own `tagus run` process; this one only submits and polls."""
     topo = wiring.topology(settings)
     nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
@@ -370,13 +370,14 @@ async def e2e_subproc(settings: Settings, csv: Path, r: E2E, logdir: Path) -> No
         for name in COMPONENTS:
             log = open(logdir / f"{r.tenant}-{name}.log", "wb")  # noqa: SIM115 - closed below
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "ops.cli", "run", name], cwd=ROOT, stdout=log,
+                [sys.executable, "-m", "ops.cli", "run", name, "--batch", str(batch)], cwd=ROOT,
+                stdout=log,
                 stderr=subprocess.STDOUT, env=os.environ.copy()))
             log.close()
         await _attached(js, topo, 120, procs)
         await _caught_up(js, topo, "warm-up")
         with ProcSampler() as ps:
-            ps.watch("bench (submit + poll)", os.getpid())
+            ps.watch("bench (submit + poll)", os.getpid(), rss=False)
             for name, p in zip(COMPONENTS, procs, strict=True):
                 ps.watch(f"tagus run {name}", p.pid)
             _watch_servers(ps, settings)
@@ -547,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--e2e-repeat", type=int, default=2, help="e2e runs per variant and size")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="e2e variants: inproc (one process), subproc (one per component)")
+    p.add_argument("--batch", type=int, default=100, help="runners' fetch batch in messages "
+                   "(`tagus run --batch`; one message holds up to 100k readings)")
     p.add_argument("--qdb-batch", type=int, default=0, help="messages per QuestDB write in "
                    "the ceiling (0 = what the in-process projection wrote on average)")
     p.add_argument("--workdir", type=Path, help="where the files go (default: a temp dir)")
@@ -604,9 +607,9 @@ async def _main(settings: Settings, args, variants: list[str], workdir: Path, cm
                     tenants.append(tenant)
                     r = E2E(variant, days, tenant, rows * args.sensors)
                     if variant == "inproc":
-                        await e2e_inproc(settings, csv, r)
+                        await e2e_inproc(settings, csv, r, args.batch)
                     else:
-                        await e2e_subproc(settings, csv, r, workdir)
+                        await e2e_subproc(settings, csv, r, workdir, args.batch)
                     results.append(r)
         ceilings = await _ceilings(settings, db, args, results, prefix, tenants, stream, subject)
         _report(args, results, ceilings, sizes, cmd)
@@ -687,7 +690,8 @@ def _report(args, results: list[E2E], c: dict, sizes: list[int], cmd: str) -> No
     ratio = rate / q
     print(f"end to end / questdb ceiling = {rate / 1e3:,.0f} / {q / 1e3:,.0f} = {ratio:.2f} "
           f"({variant}, {args.days}d; target >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})")
-    print("peak RSS (sampled every 50 ms), max over runs:")
+    print(f"peak RSS, max over runs (runner fetch batch {args.batch}; subprocesses sampled "
+          "every 50 ms):")
     for variant in dict.fromkeys(r.variant for r in results):
         names = list(dict.fromkeys(n for r in results if r.variant == variant for n in r.rss))
         for name in names:
@@ -697,7 +701,6 @@ def _report(args, results: list[E2E], c: dict, sizes: list[int], cmd: str) -> No
                         if r.variant == variant and r.days == days]
                 cells.append(f"{days}d {_mb(max(vals))}")
             print(f"  {variant:7} {name:38} " + "   ".join(cells))
-    print(f"  this process ru_maxrss (lifetime, incl. ceilings): {_mb(ru_maxrss_bytes())}")
     print(f"CPU seconds while timed, median of runs ({os.cpu_count()} cores; 'other' = "
           "processes outside the bench, i.e. noise):")
     groups = [(f"e2e {v} {args.days}d", [r.cpu for r in results

@@ -86,7 +86,10 @@ def log_frame(events: Sequence[Event]) -> pd.DataFrame:
                 "values_accepted", "values_rejected", "values_missing"):
         df[col] = df.get(col, pd.Series(dtype="float64")).astype("Int64")
     for col in ("first_ts", "last_ts"):
-        df[col] = pd.to_datetime(df.get(col, pd.Series(pd.NaT, index=df.index)), utc=True)
+        # .as_unit("ns"): pandas 3 makes an all-NaT column datetime64[s], which the
+        # questdb client refuses ("Unsupported pandas dtype datetime64[s, UTC]")
+        df[col] = pd.to_datetime(df.get(col, pd.Series(pd.NaT, index=df.index)),
+                                 utc=True).dt.as_unit("ns")
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     for col in ("tenant", "status", "source"):
         df[col] = df[col].astype(str)

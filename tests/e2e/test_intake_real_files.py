@@ -146,7 +146,7 @@ async def test_battledim_csv_lands_whole_in_si(clean_bus, settings, shared_data,
 class _Workbook:
     values: dict[tuple[int, str], float]  # (UTC epoch us, sensor id) -> SI value
     missing: int  # '#N/A' cells
-    by_local: dict[tuple[str, int], list[int]]  # (local wall text, occurrence) -> UTC us
+    by_local: dict[tuple[str, int], int]  # (local wall text, occurrence) -> UTC us
 
 
 def _bwdf_expected(path: Path, sensors: dict[str, tuple[str, Decimal]]) -> _Workbook:
@@ -160,7 +160,7 @@ def _bwdf_expected(path: Path, sensors: dict[str, tuple[str, Decimal]]) -> _Work
     header = [str(h) for h in rows[0]]
     seen: dict[str, int] = {}
     values: dict[tuple[int, str], float] = {}
-    by_local: dict[tuple[str, int], list[int]] = {}
+    by_local: dict[tuple[str, int], int] = {}
     missing = 0
     for row in rows[1:]:
         if all(c is None for c in row):
@@ -172,7 +172,7 @@ def _bwdf_expected(path: Path, sensors: dict[str, tuple[str, Decimal]]) -> _Work
         moment = wall.replace(tzinfo=ROME, fold=occurrence)
         assert moment.astimezone(UTC).astimezone(ROME).replace(tzinfo=None) == wall, text
         utc_us = _us(moment.astimezone(UTC))
-        by_local[(text, occurrence)] = [utc_us]
+        by_local[(text, occurrence)] = utc_us
         for j, column in enumerate(header[1:], start=1):
             sensor, factor = sensors[column]
             cell = row[j]
@@ -233,8 +233,8 @@ async def test_bwdf_xlsx_every_value_at_its_utc_instant(clean_bus, settings, sha
     assert counts == {s: sum(1 for _, sid in want.values if sid == s) for s in ids}
 
     # the repeated autumn hour: both occurrences, one UTC hour apart, with their own values
-    first_utc = want.by_local[("31/10/2021 02:00", 0)][0]
-    second_utc = want.by_local[("31/10/2021 02:00", 1)][0]
+    first_utc = want.by_local[("31/10/2021 02:00", 0)]
+    second_utc = want.by_local[("31/10/2021 02:00", 1)]
     assert first_utc == _us(datetime(2021, 10, 31, 0, 0, tzinfo=UTC))  # 02:00 CEST
     assert second_utc == _us(datetime(2021, 10, 31, 1, 0, tzinfo=UTC))  # 02:00 CET
     for sensor in ids:
@@ -249,8 +249,8 @@ async def test_bwdf_xlsx_every_value_at_its_utc_instant(clean_bus, settings, sha
     assert any(got.get((first_utc, s)) != got.get((second_utc, s)) for s in ids)
     # the spring-forward gap: no 02:00 local on 28/03/2021, so 01:00 CET -> 03:00 CEST
     assert ("28/03/2021 02:00", 0) not in want.by_local
-    assert (want.by_local[("28/03/2021 03:00", 0)][0]
-            - want.by_local[("28/03/2021 01:00", 0)][0]) == 3_600_000_000
+    assert (want.by_local[("28/03/2021 03:00", 0)]
+            - want.by_local[("28/03/2021 01:00", 0)]) == 3_600_000_000
 
     (log_row,) = _intake_log(db, tenant)
     assert (log_row["intake_id"], log_row["status"]) == (result.intake.event_id, "parsed")

@@ -134,8 +134,6 @@ async def test_projection_killed_mid_ingest_recovers_exactly(nc, fast_settings):
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=30)
     assert second.returncode == 0, err.decode()[-2000:]
-    ci = await js.consumer_info("READINGS", PROJECTION)
-    print("DEBUG", written_by_first, info.num_pending, info.num_ack_pending, ci.num_redelivered)
 
     db.wait_for_wal("readings")
     got = {s: (n, total) for s, n, total in db.rows(
