@@ -267,6 +267,29 @@ async def sensor_readings(
     })
 
 
+@router.get("/intakes", summary="The tenant's latest uploads and what each gave")
+async def intakes(request: Request, tenant: str = Depends(reader_tenant),
+                  limit: int = Query(50, ge=1, le=1000)):
+    """Per upload: status (parsed / failed), rows and values received, accepted, rejected
+    and missing (received = accepted + rejected + missing), reasons with counts."""
+    return _json({"tenant": tenant,
+                  "intakes": await queries.intakes(request.app.state.pool, tenant, limit)})
+
+
+@router.get("/intakes/{intake_id}/rejections",
+            summary="What one upload did not accept, and why")
+async def intake_rejections(request: Request, intake_id: str,
+                            tenant: str = Depends(reader_tenant),
+                            limit: int = Query(1000, ge=1, le=100_000)):
+    queries.check_intake_id(intake_id)
+    pool = request.app.state.pool
+    if not await queries.intake_exists(pool, tenant, intake_id):
+        raise NotFoundError(f"no upload {intake_id} for tenant {tenant!r}; "
+                            "GET /v1/intakes lists them")
+    rows = await queries.intake_rejections(pool, tenant, intake_id, limit)
+    return _json({"tenant": tenant, "intake_id": intake_id, "rejections": rows})
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -15,6 +15,8 @@ bucket k covers ``[start + k*bucket, start + (k+1)*bucket)``.
 
 from __future__ import annotations
 
+import json
+
 import math
 import re
 from collections.abc import AsyncIterator, Iterable
@@ -246,3 +248,48 @@ def _naive_utc(t: datetime) -> datetime:
 def _csv_value(v) -> str:
     """Same number as the JSON export: shortest round-trip repr; null -> empty."""
     return "" if v is None else repr(v)
+
+
+# ---------------------------------------------------------------- uploads (intake_log)
+
+INTAKE_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def check_intake_id(intake_id: str) -> str:
+    if not INTAKE_ID_RE.match(intake_id):
+        raise InvalidParameter("intake_id", f"expected a uuid, got {intake_id[:60]!r}")
+    return intake_id
+
+
+async def intakes(db, tenant: str, limit: int) -> list[dict]:
+    """The tenant's latest uploads, newest first, with their accounting."""
+    rows = await _fetch_or_empty(
+        db, "SELECT ts, intake_id, status, source, filename, rows_received, rows_accepted, "
+            "rows_rejected, values_received, values_accepted, values_rejected, "
+            "values_missing, reasons, detail, first_ts, last_ts FROM intake_log "
+            "WHERE tenant = $1 ORDER BY ts DESC LIMIT $2", tenant, limit)
+    out = []
+    for r in rows:
+        item = dict(r)
+        for k in ("ts", "first_ts", "last_ts"):
+            item[k] = iso_utc(item[k])
+        item["received_at"] = item.pop("ts")
+        item["reasons"] = json.loads(item["reasons"] or "{}")
+        out.append(item)
+    return out
+
+
+async def intake_exists(db, tenant: str, intake_id: str) -> bool:
+    rows = await _fetch_or_empty(
+        db, "SELECT count() AS n FROM intake_log WHERE tenant = $1 AND intake_id = $2",
+        tenant, intake_id)
+    return bool(rows and rows[0]["n"])
+
+
+async def intake_rejections(db, tenant: str, intake_id: str, limit: int) -> list[dict]:
+    """Rejected and missing items of one upload: reason, sensor, file row, raw text."""
+    rows = await _fetch_or_empty(
+        db, "SELECT reason, sensor, row, count, raw, detail FROM readings_rejected "
+            "WHERE tenant = $1 AND intake_id = $2 ORDER BY row LIMIT $3",
+        tenant, intake_id, limit)
+    return [dict(r) for r in rows]
