@@ -59,6 +59,7 @@ class Projection:
     accepts: tuple[type[Event], ...]
     write: Callable[[Sequence[Event]], None]
     prepare: Callable[[], None] | None = None
+    max_batch: int | None = None  # cap on messages per write (large messages: memory)
 
 
 Component = Processor | Projection

@@ -81,7 +81,8 @@ class Runner:
         self.component = component
         self.consumer = consumer
         self.family = event_type(component.accepts[0]).split(".", 1)[0]
-        self.batch = batch
+        cap = getattr(component, "max_batch", None)
+        self.batch = min(batch, cap) if cap else batch
         self.fetch_timeout_s = fetch_timeout_s
         self.select = select  # replay bounds: messages it refuses are acked, not handled
         self.stats = RunnerStats()

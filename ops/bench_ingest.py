@@ -9,20 +9,23 @@ components run either in this process (as ``tagus ingest`` does) or as two ``tag
 subprocesses (one per core).  Ceilings, measured in the same run on the same batches
 (those the e2e run published): QuestDB through ``frame`` + ``write_frame`` until WAL is
 applied, and JetStream publishing (``publish_async`` and one-at-a-time as the runner
-does) into a temporary stream.  Peak RSS is sampled for every Python process involved,
-at two file sizes (``--small-days`` and ``--days``).
+does) into a temporary stream.  Peak RSS at two file sizes (``--small-days``, ``--days``):
+``ru_maxrss`` of this process for the in-process variant (run first, small file first),
+sampled with psutil for the ``tagus run`` subprocesses; CPU seconds of every process
+involved, the servers included, and of everything else on the machine (noise).
 
 Side effects: the bench tenants' readings live on days of 2001 in the shared ``readings``
-table; afterwards their day partitions are dropped (only when every row on those days
-belongs to this run's tenants), their subjects purged from the INTAKE and READINGS
-streams, their uploads and KV keys deleted, and the temporary stream deleted.
-``--keep`` leaves everything in place.
+table.  After every run those day partitions are dropped, so each run writes into empty
+partitions (only when every row on those days belongs to this bench's tenants); at the
+end the tenants' subjects are purged from INTAKE, READINGS and DEADLETTER, their uploads
+and KV keys deleted, and the temporary stream deleted.  ``--keep`` leaves all of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import signal
@@ -35,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -47,7 +50,6 @@ from nats.js.errors import NotFoundError as JsNotFound
 from bus.runner import Runner
 from bus.storage import INTAKE_BUCKET, MAPPINGS_BUCKET, SEEN_BUCKET, put_mapping
 from bus.topology import ensure_topology
-from contracts.intake import IntakeFailed
 from contracts.registry import decode
 from ops import wiring
 from ops.settings import Settings, load_settings
@@ -219,7 +221,7 @@ class E2E:
     written_s: float = 0.0  # questdb-readings acknowledged everything
     visible_s: float = 0.0  # WAL applied: everything queryable
     batches: int = 0  # ReadingsNormalised messages
-    sink_writes: int = 0  # write() calls of the projection (in-process only)
+    sink_writes: int = 0  # write() calls of the projection
     rss: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds while timed
 
@@ -266,7 +268,7 @@ async def _attached(js, topo, timeout_s: float, procs=()) -> None:
     while time.monotonic() < deadline:
         for p in procs:
             if p.poll() is not None:
-                raise SystemExit(f"bench: `{' '.join(p.args[-2:])}` exited with code "
+                raise SystemExit(f"bench: `tagus {' '.join(p.args[3:])}` exited with code "
                                  f"{p.returncode} at start; see its log above")
         if all(w > 0 for _, w in (await _lags(js, topo)).values()):
             return
@@ -284,7 +286,7 @@ async def _caught_up(js, topo, label: str, timeout_s: float = 600.0) -> None:
 
 
 async def _timed_ingest(nc: Client, settings: Settings, topo, csv: Path, tenant: str,
-                        r: E2E, progress: _Progress) -> None:
+                        r: E2E, progress: _Progress, procs=()) -> None:
     """Submit, wait for parsed + consumers caught up, wait for WAL, verify the count."""
     js = nc.jetstream()
     await put_mapping(js, tenant, MAPPING_ID, (csv.with_suffix(".yaml")).read_bytes())
@@ -295,7 +297,12 @@ async def _timed_ingest(nc: Client, settings: Settings, topo, csv: Path, tenant:
     r.submit_s = time.perf_counter() - t0
     if submitted.duplicate:
         raise SystemExit(f"bench: tenant {tenant} already ingested this file (not fresh)")
+    shown = 0.0
     while True:
+        for p in procs:
+            if p.poll() is not None:
+                raise SystemExit(f"bench: `tagus {' '.join(p.args[3:])}` died (exit code "
+                                 f"{p.returncode}) during the run of {tenant}")
         intake = await _subject_counts(js, "INTAKE", f"tagus.intake.{tenant}.*")
         lags = await _lags(js, topo)
         now = time.perf_counter() - t0
@@ -308,13 +315,15 @@ async def _timed_ingest(nc: Client, settings: Settings, topo, csv: Path, tenant:
         if parsed and not any(lag for lag, _ in lags.values()):
             r.written_s = now
             break
-        batches = (await _subject_counts(js, "READINGS", f"tagus.readings.{tenant}.normalised"))
-        progress.show(f"{now:5.1f} s  normalise {'done' if parsed else 'parsing'}, "
-                      f"{sum(batches.values())} batches published, questdb-readings "
-                      f"{lags['questdb-readings'][0]} behind")
+        if now - shown >= 1.0:
+            shown = now
+            batches = await _subject_counts(js, "READINGS", f"tagus.readings.{tenant}.normalised")
+            progress.show(f"{now:5.1f} s  normalise {'done' if parsed else 'parsing'}, "
+                          f"{sum(batches.values())} batches published, questdb-readings "
+                          f"{lags['questdb-readings'][0]} behind")
         if now > 1800:
             raise SystemExit(f"bench: {tenant}: not caught up after 30 min: {lags}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
     progress.show(f"{r.written_s:5.1f} s  written; waiting for WAL apply")
     db = questdb(settings)
     await asyncio.to_thread(db.wait_for_wal, TABLE, 600.0)
@@ -371,8 +380,7 @@ async def e2e_subproc(settings: Settings, csv: Path, r: E2E, logdir: Path, batch
             log = open(logdir / f"{r.tenant}-{name}.log", "wb")  # noqa: SIM115 - closed below
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "ops.cli", "run", name, "--batch", str(batch)], cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT, env=os.environ.copy()))
+                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()))
             log.close()
         await _attached(js, topo, 120, procs)
         await _caught_up(js, topo, "warm-up")
@@ -381,7 +389,7 @@ async def e2e_subproc(settings: Settings, csv: Path, r: E2E, logdir: Path, batch
             for name, p in zip(COMPONENTS, procs, strict=True):
                 ps.watch(f"tagus run {name}", p.pid)
             _watch_servers(ps, settings)
-            await _timed_ingest(nc, settings, topo, csv, r.tenant, r, progress)
+            await _timed_ingest(nc, settings, topo, csv, r.tenant, r, progress, procs)
         r.rss, r.cpu = ps.peak, ps.cpu
     finally:
         for p in procs:
@@ -393,6 +401,19 @@ async def e2e_subproc(settings: Settings, csv: Path, r: E2E, logdir: Path, batch
             except subprocess.TimeoutExpired:
                 p.kill()
         await nc.drain()
+    r.sink_writes = _writes_logged(logdir / f"{r.tenant}-questdb-readings.log", r.tenant)
+
+
+def _writes_logged(log: Path, tenant: str) -> int:
+    """The projection's write() calls for ``tenant``, from its "batch written" log lines."""
+    n = 0
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        n += rec.get("event") == "batch written" and tenant in rec.get("tenants", ())
+    return n
 
 
 async def _refuse_foreign_runners(js, topo) -> None:
@@ -440,25 +461,32 @@ def ceiling_questdb(db: QuestDB, batches: list[bytes], tenant: str, per_write: i
 
 
 async def ceiling_jetstream(settings: Settings, batches: list[tuple[bytes, dict]],
-                            stream: str, subject: str) -> tuple[float, float]:
-    """(seconds with publish_async, seconds one awaited publish at a time) into ``stream``."""
+                            stream: str, subject: str, run: int) -> tuple[float, float]:
+    """(seconds with publish_async, seconds one awaited publish at a time) into ``stream``.
+
+    Every publish gets a new ``Nats-Msg-Id``: a repeated id would be dropped by the
+    stream's duplicate window, not stored, and flatter the figure.
+    """
     nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
     try:
         js = nc.jetstream()
         out = []
         for mode in ("async", "sync"):
             await js.purge_stream(stream)
+            msgs = [(data, {**h, "Nats-Msg-Id": f"{h.get('Nats-Msg-Id')}-{mode}-{run}"})
+                    for data, h in batches]
             t0 = time.perf_counter()
             if mode == "async":
-                futures = [await js.publish_async(subject, data, headers=h)
-                           for data, h in batches]
+                futures = [await js.publish_async(subject, data, headers=h) for data, h in msgs]
                 await js.publish_async_completed()
-                for fut in futures:
-                    fut.result()  # raise a publish error here rather than time it
+                acks = [fut.result() for fut in futures]
             else:
-                for data, h in batches:
-                    await js.publish(subject, data, headers=h, timeout=30)
+                acks = [await js.publish(subject, data, headers=h, timeout=30)
+                        for data, h in msgs]
             out.append(time.perf_counter() - t0)
+            if any(a.duplicate for a in acks) or len(acks) != len(batches):
+                raise SystemExit(f"bench: JetStream ceiling: {sum(bool(a.duplicate) for a in acks)}"
+                                 " publishes were dropped as duplicates")
         return out[0], out[1]
     finally:
         await nc.drain()
@@ -482,24 +510,34 @@ async def make_bench_stream(settings: Settings, name: str, subject: str) -> None
 # ---------------------------------------------------------------- clean-up
 
 
-async def cleanup(settings: Settings, db: QuestDB, prefix: str, tenants: list[str],
-                  days_max: int, tz: str, stream: str) -> list[str]:
-    notes = []
-    lo, hi = day_range_utc(days_max, tz)
-    others = db.rows(f"select tenant, count() from {TABLE} where ts >= '{lo}' and ts < '{hi}' "
-                     f"and not tenant like '{prefix}%'")
+def drop_bench_days(db: QuestDB, prefix: str, days: int, tz: str) -> str:
+    """Drop the day partitions of the bench window when only ``prefix`` tenants have rows there.
+
+    Every run then writes into empty partitions: a write into days that already hold
+    rows costs QuestDB an out-of-order merge that grows with what is there.
+    """
+    lo, hi = day_range_utc(days, tz)
+    where = f"ts >= '{lo}' and ts < '{hi}'"
+    held = db.rows(f"select tenant, count() from {TABLE} where {where}")
+    if not held:
+        return ""
+    others = [t for t, _ in held if not t.startswith(prefix)]
     if others:
-        notes.append(f"kept QuestDB partitions {lo[:10]}..{hi[:10]}: they also hold rows of "
-                     f"{[t for t, _ in others]}")
-    else:
-        db.exec(f"ALTER TABLE {TABLE} DROP PARTITION WHERE ts >= '{lo}' and ts < '{hi}'")
-        db.wait_for_wal(TABLE, 120.0)
-        notes.append(f"dropped QuestDB {TABLE} partitions {lo[:10]}..{hi[:10]} (bench rows only)")
+        return (f"kept {TABLE} partitions {lo[:10]}..{hi[:10]}: they also hold rows of "
+                f"{others[:5]}{' ...' if len(others) > 5 else ''}")
+    db.exec(f"ALTER TABLE {TABLE} DROP PARTITION WHERE {where}")
+    db.wait_for_wal(TABLE, 120.0)
+    return f"dropped {TABLE} partitions {lo[:10]}..{hi[:10]} (bench rows only)"
+
+
+async def cleanup(settings: Settings, prefix: str, tenants: list[str], stream: str) -> list[str]:
+    notes = []
     nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
     try:
         js = nc.jetstream()
         try:
             await js.delete_stream(stream)
+            notes.append(f"deleted the temporary stream {stream}")
         except JsNotFound:
             pass
         store = await js.object_store(INTAKE_BUCKET)
@@ -512,7 +550,7 @@ async def cleanup(settings: Settings, db: QuestDB, prefix: str, tenants: list[st
                 await seen.purge(f"{t}.{info.split('/', 1)[1]}")
             await maps.purge(f"{t}.{MAPPING_ID}")
         notes.append(f"purged {len(tenants)} bench tenants from INTAKE/READINGS/DEADLETTER, "
-                     f"their uploads and KV keys; deleted stream {stream}")
+                     "their uploads and KV keys")
     finally:
         await nc.drain()
     return notes
@@ -551,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=100, help="runners' fetch batch in messages "
                    "(`tagus run --batch`; one message holds up to 100k readings)")
     p.add_argument("--qdb-batch", type=int, default=0, help="messages per QuestDB write in "
-                   "the ceiling (0 = what the in-process projection wrote on average)")
+                   "the ceiling (0 = what the e2e projection wrote on average)")
     p.add_argument("--workdir", type=Path, help="where the files go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="leave the bench data in place")
     args = p.parse_args(argv)
@@ -560,7 +598,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--variants: choose from {VARIANTS}")
     if args.sensors < 1 or args.days < 1 or args.small_days < 0 or args.repeat < 1:
         p.error("--sensors, --days and --repeat must be >= 1")
-    ZoneInfo(args.tz)
+    try:
+        ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        p.error(f"--tz: expected an IANA time zone such as Europe/Lisbon or UTC, got {args.tz!r}")
     settings = load_settings()
     with tempfile.TemporaryDirectory(prefix="tagus-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -591,7 +632,16 @@ async def _main(settings: Settings, args, variants: list[str], workdir: Path, cm
     results: list[E2E] = []
     stream, subject = f"BENCH_INGEST_{stamp.replace('-', '_')}", f"tagusbench.{stamp}.readings"
     sizes = [d for d in dict.fromkeys([args.small_days, args.days]) if d]
+
+    def fresh() -> None:
+        """Empty the bench days again (this run's rows only) so the next run starts equal."""
+        note = "" if args.keep else drop_bench_days(db, prefix, max(sizes), args.tz)
+        if note.startswith("kept"):
+            print(f"  WARNING: {note}; the runs write into partitions that already hold rows "
+                  "(an out-of-order merge each time): slower, less comparable figures")
+
     try:
+        fresh()
         for days in sizes:
             csv = workdir / f"bench-{args.sensors}x{days}d.csv"
             t = time.perf_counter()
@@ -611,24 +661,28 @@ async def _main(settings: Settings, args, variants: list[str], workdir: Path, cm
                     else:
                         await e2e_subproc(settings, csv, r, workdir, args.batch)
                     results.append(r)
-        ceilings = await _ceilings(settings, db, args, results, prefix, tenants, stream, subject)
+                    fresh()
+        ceilings = await _ceilings(settings, db, args, results, prefix, tenants, stream, subject,
+                                   fresh)
         _report(args, results, ceilings, sizes, cmd)
     finally:
         if args.keep:
             print(f"kept: tenants {prefix}*, stream {stream} (--keep)")
         elif tenants:
-            notes = await cleanup(settings, db, prefix, tenants, max(sizes), args.tz, stream)
+            notes = [n for n in (drop_bench_days(db, prefix, max(sizes), args.tz),) if n]
+            notes += await cleanup(settings, prefix, tenants, stream)
             print("clean-up: " + "; ".join(notes))
     return 0
 
 
-async def _ceilings(settings, db, args, results, prefix, tenants, stream, subject) -> dict:
+async def _ceilings(settings, db, args, results, prefix, tenants, stream, subject,
+                    fresh) -> dict:
     big = [r for r in results if r.days == args.days]
     batches = await fetch_batches(settings, big[0].tenant)
     readings = big[0].readings
-    inproc = [r for r in big if r.variant == "inproc" and r.sink_writes]
+    seen = [r for r in big if r.sink_writes]
     per_write = args.qdb_batch or (
-        max(1, round(_median([r.batches / r.sink_writes for r in inproc]))) if inproc else 1)
+        max(1, round(_median([r.batches / r.sink_writes for r in seen]))) if seen else 1)
     print(f"ceilings: the {len(batches)} ReadingsNormalised messages of {big[0].tenant} "
           f"({sum(len(b) for b, _ in batches) / 2**20:.0f} MB msgpack), {args.repeat} runs each")
     qdb, nats_async, nats_sync = [], [], []
@@ -646,11 +700,12 @@ async def _ceilings(settings, db, args, results, prefix, tenants, stream, subjec
         if count != readings:
             raise SystemExit(f"bench: QuestDB ceiling wrote {count:,} rows, not {readings:,}")
         qdb.append(s)
+        fresh()
         print(f"  questdb   run {i + 1}: {s:6.2f} s  {readings / s / 1e3:8,.0f} k readings/s "
               f"({per_write} message(s) per write)")
     await make_bench_stream(settings, stream, subject + ".>")
     for i in range(args.repeat):
-        a, s = await ceiling_jetstream(settings, batches, stream, f"{subject}.x")
+        a, s = await ceiling_jetstream(settings, batches, stream, f"{subject}.x", i)
         nats_async.append(a)
         nats_sync.append(s)
         print(f"  jetstream run {i + 1}: publish_async {a:6.2f} s "
@@ -675,8 +730,7 @@ def _report(args, results: list[E2E], c: dict, sizes: list[int], cmd: str) -> No
             print(f"  {days}d {variant:7} {rs[0].readings:>10,} readings  {m('visible_s'):6.2f} s "
                   f"{rate / 1e3:8,.0f} k readings/s   (submit {m('submit_s'):.2f} s, "
                   f"parsed {m('parsed_s'):.2f} s, written {m('written_s'):.2f} s; "
-                  f"{rs[0].batches} batches{f', {rs[0].sink_writes} writes' if rs[0].sink_writes else ''}"
-                  f"; n={len(rs)})")
+                  f"{rs[0].batches} batches in {m('sink_writes'):.0f} writes; n={len(rs)})")
     readings = c["readings"]
     q = readings / _median(c["qdb"])
     print("ceilings, same batches, median of runs:")

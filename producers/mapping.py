@@ -45,6 +45,7 @@ from pydantic import (
 from contracts.errors import TenantConfigError
 from contracts.units import known_units, to_si
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
 SENSOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 TIME_KEYWORDS = ("iso", "excel-serial", "epoch-s", "epoch-ms")
 DEFAULT_MISSING = ["NaN", "nan", "NA", "N/A", "#N/A", "null", "NULL", "-"]
@@ -167,7 +168,7 @@ class SourceMapping(_Strict):
         """Parse and validate a YAML mapping; ``TenantConfigError`` names the bad field."""
         raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         try:
-            data = yaml.safe_load(raw)
+            data = yaml.load(raw, Loader=_YAML_LOADER)
         except yaml.YAMLError as exc:
             raise TenantConfigError(f"source mapping is not valid YAML: {_one_line(exc)}") from None
         if not isinstance(data, dict):

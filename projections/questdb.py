@@ -65,7 +65,8 @@ class QuestDB:
         if df.empty:
             return
         try:
-            with Sender.from_conf(self.ilp_conf) as sender:
+            # one flush per write (default auto-flush every 75k rows = many WAL commits)
+            with Sender.from_conf(self.ilp_conf + "auto_flush_rows=500000;") as sender:
                 sender.dataframe(df, table_name=table, symbols=symbols, at=at)
                 sender.flush()
         except QuestDBError as e:
