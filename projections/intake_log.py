@@ -17,7 +17,7 @@ from bus.components import Projection
 from contracts.base import Event
 from contracts.intake import IntakeFailed, IntakeParsed
 from contracts.readings import ReadingsRejected
-from projections.questdb import QuestDB
+from projections.questdb import QuestDB, TableWriter
 
 LOG_TABLE = "intake_log"
 REJECTED_TABLE = "readings_rejected"
@@ -113,31 +113,10 @@ def rejected_frame(events: Sequence[Event]) -> pd.DataFrame:
     return df
 
 
-class IntakeLogWriter:
-    def __init__(self, db: QuestDB) -> None:
-        self.db = db
-
-    def prepare(self) -> None:
-        self.db.exec(LOG_DDL)
-
-    def write(self, events: Sequence[Event]) -> None:
-        self.db.write_frame(LOG_TABLE, log_frame(events), symbols=["tenant", "status", "source"])
-
-
-class RejectedWriter:
-    def __init__(self, db: QuestDB) -> None:
-        self.db = db
-
-    def prepare(self) -> None:
-        self.db.exec(REJECTED_DDL)
-
-    def write(self, events: Sequence[Event]) -> None:
-        self.db.write_frame(REJECTED_TABLE, rejected_frame(events),
-                            symbols=["tenant", "sensor", "reason"])
-
-
 def projections(db: QuestDB) -> list[Projection]:
-    log_w, rej_w = IntakeLogWriter(db), RejectedWriter(db)
+    log_w = TableWriter(db, LOG_TABLE, LOG_DDL, log_frame, ["tenant", "status", "source"])
+    rej_w = TableWriter(db, REJECTED_TABLE, REJECTED_DDL, rejected_frame,
+                        ["tenant", "sensor", "reason"])
     return [
         Projection(name="questdb-intake-log", accepts=(IntakeParsed, IntakeFailed),
                    write=log_w.write, prepare=log_w.prepare),

@@ -101,3 +101,21 @@ class QuestDB:
             if time.monotonic() > deadline:
                 raise TransientError(f"QuestDB WAL not applied within {timeout_s}s: {pending}")
             time.sleep(0.05)
+
+
+class TableWriter:
+    """A projection's sink for one table: create it explicitly, then write event frames.
+
+    ``frame(events) -> DataFrame`` turns a batch into rows; ``symbols`` names the
+    SYMBOL columns; ``ddl`` creates the table (with its DEDUP keys) if it is missing.
+    """
+
+    def __init__(self, db: QuestDB, table: str, ddl: str, frame, symbols: list[str]) -> None:
+        self.db, self.table, self.ddl = db, table, ddl
+        self.frame, self.symbols = frame, symbols
+
+    def prepare(self) -> None:
+        self.db.exec(self.ddl)
+
+    def write(self, events) -> None:
+        self.db.write_frame(self.table, self.frame(events), symbols=self.symbols)

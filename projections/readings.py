@@ -16,7 +16,7 @@ import pandas as pd
 from bus.components import Projection
 from contracts.base import Event
 from contracts.readings import ReadingsNormalised
-from projections.questdb import QuestDB
+from projections.questdb import QuestDB, TableWriter
 
 NAME = "questdb-readings"
 ACCEPTS = (ReadingsNormalised,)
@@ -36,7 +36,7 @@ DEDUP UPSERT KEYS(ts, tenant, sensor)
 """
 
 
-def frame(events: Sequence[ReadingsNormalised]) -> pd.DataFrame:
+def frame(events: Sequence[Event]) -> pd.DataFrame:
     """One row per reading: ts (UTC), tenant, sensor, value (SI), unit, quality.
 
     Symbol columns are built as categoricals from one code per series (no per-reading
@@ -46,6 +46,8 @@ def frame(events: Sequence[ReadingsNormalised]) -> pd.DataFrame:
     codes: dict[str, list[int]] = {"tenant": [], "sensor": [], "unit": []}
     cats: dict[str, dict[str, int]] = {"tenant": {}, "sensor": {}, "unit": {}}
     for e in events:
+        if not isinstance(e, ReadingsNormalised):
+            continue
         for s in e.series:
             n = len(s.values)
             ts.append(np.asarray(s.timestamps_ns, dtype="int64"))
@@ -71,16 +73,9 @@ def frame(events: Sequence[ReadingsNormalised]) -> pd.DataFrame:
     })
 
 
-class ReadingsWriter:
+class ReadingsWriter(TableWriter):
     def __init__(self, db: QuestDB) -> None:
-        self.db = db
-
-    def prepare(self) -> None:
-        self.db.exec(DDL)
-
-    def write(self, events: Sequence[Event]) -> None:
-        self.db.write_frame(TABLE, frame([e for e in events if isinstance(e, ReadingsNormalised)]),
-                            symbols=["tenant", "sensor", "unit"])
+        super().__init__(db, TABLE, DDL, frame, ["tenant", "sensor", "unit"])
 
 
 def projection(db: QuestDB) -> Projection:
