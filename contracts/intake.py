@@ -58,6 +58,11 @@ class IntakeParsed(Event, frozen=True, kw_only=True, tag="intake.parsed"):
     last_ts_ns: int | None = None
 
 
+# the counters of an upload's accounting, as named on IntakeParsed (and ParsedChunk)
+COUNTERS = ("rows_received", "rows_accepted", "rows_rejected", "values_received",
+            "values_accepted", "values_rejected", "values_missing")
+
+
 class IntakeFailed(Event, frozen=True, kw_only=True, tag="intake.failed"):
     """An upload could not be parsed at all (empty, garbage, wrong mapping...)."""
 

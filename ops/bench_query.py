@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from contracts.base import new_id, utc_now, validate_tenant
 from contracts.readings import ReadingsNormalised, Series
 from contracts.tokens import TokenStore
 from ops.settings import Settings, load_settings
-from ops.stack import questdb
+from ops.stack import free_port, questdb
 from projections import queries
 from projections.readings import TABLE, ReadingsWriter
 
@@ -73,11 +72,6 @@ def load_year(settings: Settings, tenant: str, sensor: str) -> None:
     print(f"data: {ROWS:,} rows sent in {sent:.1f} s ({ROWS / sent / 1e6:.2f} M rows/s), "
           f"visible after {total:.1f} s")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_api(port: int, tokens_file: Path) -> subprocess.Popen:
@@ -168,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         store = TokenStore([])
         token = store.issue(args.tenant, "bench", ("read",))
         store.save(tokens_file)
-        port = _free_port()
+        port = free_port()
         api = _start_api(port, tokens_file)
         try:
             print(f"query: {args.days} days, {args.bucket} buckets, avg, at {args.n} random "

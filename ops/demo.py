@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from contracts.tokens import TokenStore
 from ops import plots, stack
 from ops.ingest import format_report, ingest
 from ops.settings import Settings
+from ops.stack import free_port
 from projections import readings
 
 UPLOADS = [  # (tenant, file under shared data, mapping under tests/mappings)
@@ -81,11 +81,6 @@ async def run_demo(settings: Settings, data_dir: Path) -> None:
                            tz="Europe/Rome"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _query_api(settings: Settings) -> list[str]:
     """Start the API on a free port in this process, ask it one question, stop it."""
@@ -97,7 +92,7 @@ def _query_api(settings: Settings) -> list[str]:
     store = TokenStore([])
     token = store.issue("ltown", "demo-operator", ("read",))
     store.save(tokens_file)
-    port = _free_port()
+    port = free_port()
     app_settings = settings.model_copy(update={"tokens_file": tokens_file, "api_port": port})
     server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1",
                                            port=port, log_level="warning"))

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -150,6 +151,13 @@ def _last_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------- process helpers
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _paths(settings: Settings, name: str) -> tuple[Path, Path]:

@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 from bus.components import Context
 from contracts.base import Event
 from contracts.errors import ContractError, TenantConfigError
-from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
-from contracts.readings import ReadingsNormalised, ReadingsRejected, RejectedReading, Series
+from contracts.intake import COUNTERS, IntakeFailed, IntakeParsed, RawIntakeReceived
+from contracts.readings import ReadingsNormalised, ReadingsRejected, Series
 from producers.formats import dispatch
 from producers.formats.tabular import ParsedChunk
 
@@ -110,20 +110,26 @@ def _split(series: list[Series], max_values: int) -> Iterator[list[Series]]:
 
 
 class _Totals:
+    """The running accounting of one upload, chunk by chunk (outputs go out meanwhile)."""
+
     def __init__(self) -> None:
-        self.rows_received = self.rows_accepted = self.rows_rejected = 0
-        self.values_received = self.values_accepted = 0
-        self.values_rejected = self.values_missing = 0
+        self.counts = dict.fromkeys(COUNTERS, 0)
         self.reasons: dict[str, int] = {}
         self.sensors: set[str] = set()
         self.first: int | None = None
         self.last: int | None = None
 
+    @property
+    def rows_received(self) -> int:
+        return self.counts["rows_received"]
+
+    @property
+    def values_accepted(self) -> int:
+        return self.counts["values_accepted"]
+
     def add(self, c: ParsedChunk) -> None:
-        for k in ("rows_received", "rows_accepted", "rows_rejected", "values_received",
-                  "values_accepted", "values_rejected", "values_missing"):
-            setattr(self, k, getattr(self, k) + getattr(c, k))
-        r: RejectedReading
+        for k in COUNTERS:
+            self.counts[k] += getattr(c, k)
         for r in c.rejected:
             self.reasons[r.reason] = self.reasons.get(r.reason, 0) + r.count
         for s in c.series:
@@ -134,9 +140,5 @@ class _Totals:
                 self.last = hi if self.last is None else max(self.last, hi)
 
     def fields(self) -> dict[str, Any]:
-        return dict(
-            rows_received=self.rows_received, rows_accepted=self.rows_accepted,
-            rows_rejected=self.rows_rejected, values_received=self.values_received,
-            values_accepted=self.values_accepted, values_rejected=self.values_rejected,
-            values_missing=self.values_missing, reasons=dict(sorted(self.reasons.items())),
-            sensors=sorted(self.sensors), first_ts_ns=self.first, last_ts_ns=self.last)
+        return dict(self.counts, reasons=dict(sorted(self.reasons.items())),
+                    sensors=sorted(self.sensors), first_ts_ns=self.first, last_ts_ns=self.last)

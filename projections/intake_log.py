@@ -15,7 +15,7 @@ import pandas as pd
 
 from bus.components import Projection
 from contracts.base import Event
-from contracts.intake import IntakeFailed, IntakeParsed
+from contracts.intake import COUNTERS, IntakeFailed, IntakeParsed
 from contracts.readings import ReadingsRejected
 from projections.questdb import QuestDB, TableWriter
 
@@ -66,11 +66,8 @@ def log_frame(events: Sequence[Event]) -> pd.DataFrame:
                     source=e.source or "", filename=e.filename or "", event_id=e.event_id)
         if isinstance(e, IntakeParsed):
             rows.append(dict(base, status="parsed", mapping_version=e.mapping_version or "",
-                             rows_received=e.rows_received, rows_accepted=e.rows_accepted,
-                             rows_rejected=e.rows_rejected, values_received=e.values_received,
-                             values_accepted=e.values_accepted,
-                             values_rejected=e.values_rejected,
-                             values_missing=e.values_missing, reasons=json.dumps(e.reasons),
+                             **{k: getattr(e, k) for k in COUNTERS},
+                             reasons=json.dumps(e.reasons),
                              detail="",
                              first_ts=pd.Timestamp(e.first_ts_ns, tz="UTC")
                              if e.first_ts_ns is not None else pd.NaT,
@@ -82,8 +79,7 @@ def log_frame(events: Sequence[Event]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    for col in ("rows_received", "rows_accepted", "rows_rejected", "values_received",
-                "values_accepted", "values_rejected", "values_missing"):
+    for col in COUNTERS:
         df[col] = df.get(col, pd.Series(dtype="float64")).astype("Int64")
     for col in ("first_ts", "last_ts"):
         # .as_unit("ns"): pandas 3 makes an all-NaT column datetime64[s], which the

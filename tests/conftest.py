@@ -9,7 +9,6 @@ already running stack instead, set ``TAGUS_TEST_EXTERNAL_STACK=1`` and its ``TAG
 from __future__ import annotations
 
 import os
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -19,14 +18,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ops.stack import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SPANS = InMemorySpanExporter()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stack_env(data_dir: Path) -> dict[str, str]:

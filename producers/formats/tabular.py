@@ -45,6 +45,7 @@ import pandas as pd
 from python_calamine import CalamineError, CalamineWorkbook
 
 from contracts.errors import ContractError
+from contracts.intake import COUNTERS
 from contracts.readings import RejectedReading, Series
 from contracts.units import to_si
 from producers.mapping import SensorSpec, SourceMapping, TimestampSpec
@@ -135,13 +136,11 @@ def parse_tabular(stream: BinaryIO, mapping: SourceMapping, *, chunk_rows: int =
 
 def summarise(chunks: Iterable[ParsedChunk]) -> dict[str, Any]:
     """Totals over chunks: the counters, rejected cells by reason, accepted values by sensor."""
-    keys = ("rows_received", "rows_accepted", "rows_rejected", "values_received",
-            "values_accepted", "values_rejected", "values_missing")
-    out: dict[str, Any] = dict.fromkeys(keys, 0)
+    out: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
     by_reason: dict[str, int] = {}
     by_sensor: dict[str, int] = {}
     for c in chunks:
-        for k in keys:
+        for k in COUNTERS:
             out[k] += getattr(c, k)
         for r in c.rejected:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + r.count

@@ -22,6 +22,7 @@ from contracts.base import new_id, utc_now
 from contracts.errors import TransientError
 from contracts.intake import RawIntakeReceived
 from contracts.tokens import TokenStore
+from ops.stack import free_port
 from producers.http_intake import create_intake_app, serve_intake
 
 LP = b"flow,site=p227,unit=m3/h value=83.93 1546300800000000000\n"
@@ -250,16 +251,11 @@ async def test_ping(intake):
     assert (await intake.client.get("/ping")).status_code == 204
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 async def test_real_server_accepts_gzip_line_protocol_and_stops():
     store, write, _, _ = _store()
     submit = FakeSubmit()
-    port, stop = _free_port(), asyncio.Event()
+    port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(serve_intake(create_intake_app(store, submit),
                                               "127.0.0.1", port, stop=stop))
     try:
