@@ -126,7 +126,7 @@ async def _processing_locally(nc: Client, settings: Settings, topo, progress: bo
 async def rejection_examples(settings: Settings, tenant: str, intake_id: str,
                              limit: int = 40) -> list[tuple]:
     """Some rejected items of one upload, from the readings_rejected projection."""
-    from ops.stack import pg_connection, questdb
+    from ops.wiring import pg_connection, questdb
 
     questdb(settings).wait_for_wal(REJECTED_TABLE)
     conn = await pg_connection(settings)

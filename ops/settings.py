@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("TAGUS_JAVA_HOME", "JAVA_HOME")
     )
 
+    cli_timeout_s: float = Field(
+        10.0, description="commands (status, topology, deadletters...) give up on an "
+        "unreachable server after this long"
+    )
+
     # Topology (applied by `tagus topology` / ensure_topology)
     stream_replicas: int = Field(1, description="3 on a NATS cluster: tolerates one server down")
     consumer_ack_wait_s: float = 30.0

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from bus.connect import connect
 from bus.components import Component, Processor
 from bus.storage import default_buckets
 from bus.topology import Topology, consumer_for, family_streams
 from ops.settings import Settings
-from ops.stack import questdb
 from processors import normalise, units
 from projections import intake_log, readings
+from projections.questdb import QuestDB
 
 
 def components(settings: Settings) -> dict[str, Component]:
@@ -44,9 +47,38 @@ def topology(settings: Settings) -> Topology:
     )
 
 
-async def nats_connection(settings: Settings, name: str):
+async def nats_connection(settings: Settings, name: str, *,
+                          first_connect_timeout_s: float | None = None):
+    """A connection for a long-running component: reconnects forever, waits at start."""
     return await connect(
         settings.nats_servers, name=name, user=settings.nats_user,
         password=settings.nats_password,
         creds=str(settings.nats_creds) if settings.nats_creds else None,
+        first_connect_timeout_s=first_connect_timeout_s,
     )
+
+
+@contextlib.asynccontextmanager
+async def nats(settings: Settings, name: str):
+    """A connection for a command an operator waits on: fails within
+    ``settings.cli_timeout_s`` with one line when NATS is unreachable; drained on exit."""
+    nc = await nats_connection(settings, name, first_connect_timeout_s=settings.cli_timeout_s)
+    try:
+        yield nc
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), settings.cli_timeout_s)
+
+
+def questdb(settings: Settings) -> QuestDB:
+    auth = (settings.questdb_user, settings.questdb_password) if settings.questdb_external else None
+    return QuestDB(settings.questdb_http_url, auth)
+
+
+async def pg_connection(settings: Settings):
+    """A PG-wire connection to QuestDB for queries with bound parameters (asyncpg)."""
+    import asyncpg
+
+    return await asyncpg.connect(
+        host=settings.questdb_host, port=settings.questdb_pg_port,
+        user=settings.questdb_user, password=settings.questdb_password, database="qdb")

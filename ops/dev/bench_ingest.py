@@ -53,7 +53,7 @@ from bus.topology import ensure_topology
 from contracts.registry import decode
 from ops import wiring
 from ops.settings import Settings, load_settings
-from ops.stack import questdb
+from ops.wiring import questdb
 from producers.intake import Intake
 from producers.mapping import SourceMapping
 from projections.questdb import QuestDB
@@ -194,7 +194,7 @@ def _busy() -> float:
 
 
 def _watch_servers(ps: ProcSampler, settings: Settings) -> None:
-    from ops.stack import managed_pids
+    from ops.dev.stack import managed_pids
 
     for name, pid in managed_pids(settings).items():
         try:
@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _main(settings: Settings, args, variants: list[str], workdir: Path, cmd: str) -> int:
-    from ops import stack
+    from ops.dev import stack
 
     print(f"tagus bench ingest: {args.sensors} sensors x 1-minute rows, {args.tz} wall clock, "
           f"seed {args.seed}; {os.cpu_count()} CPUs, load average "

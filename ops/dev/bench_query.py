@@ -28,7 +28,8 @@ from contracts.base import new_id, utc_now, validate_tenant
 from contracts.readings import ReadingsNormalised, Series
 from contracts.tokens import TokenStore
 from ops.settings import Settings, load_settings
-from ops.stack import free_port, questdb
+from ops.dev.stack import free_port
+from ops.wiring import questdb
 from projections import queries
 from projections.readings import TABLE, ReadingsWriter
 

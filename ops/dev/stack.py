@@ -32,7 +32,7 @@ import psutil
 
 from contracts.errors import SetupError
 from ops.settings import Settings
-from projections.questdb import QuestDB
+from ops.wiring import questdb
 
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 MIN_JAVA_FEATURE = 25
@@ -297,20 +297,6 @@ def _questdb_conf(settings: Settings) -> str:
         "line.udp.enabled=false\n"
         "telemetry.enabled=false\n"
     )
-
-
-def questdb(settings: Settings) -> QuestDB:
-    auth = (settings.questdb_user, settings.questdb_password) if settings.questdb_external else None
-    return QuestDB(settings.questdb_http_url, auth)
-
-
-async def pg_connection(settings: Settings):
-    """A PG-wire connection to QuestDB for queries with bound parameters (asyncpg)."""
-    import asyncpg
-
-    return await asyncpg.connect(
-        host=settings.questdb_host, port=settings.questdb_pg_port,
-        user=settings.questdb_user, password=settings.questdb_password, database="qdb")
 
 
 def _questdb_version(settings: Settings) -> str | None:

@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts.tokens import TokenStore
-from ops import plots, stack
+from ops.dev import plots, stack
 from ops.ingest import format_report, ingest
+from ops import wiring
 from ops.settings import Settings
-from ops.stack import free_port
+from ops.dev.stack import free_port
 from projections import readings
 
 UPLOADS = [  # (tenant, file under shared data, mapping under tests/mappings)
@@ -48,7 +49,7 @@ async def run_demo(settings: Settings, data_dir: Path) -> None:
         result = await ingest(settings, path, tenant, MAPPINGS / mapping, process="yes",
                               progress=True)
         print(f"   [{tenant}] " + format_report(result, []).replace("\n", "\n   "))
-    db = stack.questdb(settings)
+    db = wiring.questdb(settings)
     db.wait_for_wal(readings.TABLE)
     print(f"3. QuestDB table {readings.TABLE!r} at {settings.questdb_http_url}")
     print(f"   {'tenant':6} {'sensor':12} {'unit':5} {'rows':>6} {'min':>10} {'max':>10}"
@@ -64,7 +65,7 @@ async def run_demo(settings: Settings, data_dir: Path) -> None:
         print("  ", line)
     print("5. pictures")
     out = Path(settings.data_dir) / "demo"
-    conn = await stack.pg_connection(settings)
+    conn = await wiring.pg_connection(settings)
     try:
         week = await plots.hourly(conn, "ltown", ["p227", "p235", "PUMP_1", "T1"],
                                   datetime(2019, 1, 7, tzinfo=UTC),

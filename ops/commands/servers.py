@@ -1,0 +1,71 @@
+"""``tagus stack | topology | status``: the servers, the topology, where consumers stand."""
+
+from __future__ import annotations
+
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stack", help="the embedded local NATS + QuestDB")
+    p.add_argument("action", choices=["up", "down", "status", "fetch"])
+    p.set_defaults(run=stack)
+    p = sub.add_parser("topology", help="create or update streams, consumers and buckets")
+    p.set_defaults(run=topology)
+    p = sub.add_parser("status", help="servers and consumer positions (lag)")
+    p.set_defaults(run=status)
+
+
+def stack(settings, args) -> int:
+    from ops.dev import stack as local
+
+    if args.action == "fetch":
+        print(f"questdb jar: {local.questdb_jar(settings)}")
+        print(f"java: {local.find_java(settings)}")
+        print(f"nats-server: {local.nats_server_binary()}")
+    elif args.action == "up":
+        for line in local.up(settings):
+            print(line)
+    elif args.action == "down":
+        for line in local.down(settings):
+            print(line)
+    else:
+        return 0 if print_servers(settings) else 1
+    return 0
+
+
+def print_servers(settings) -> bool:
+    from ops.dev import stack as local
+
+    ok = True
+    for st in local.status(settings):
+        state = "running" if st.running else "DOWN"
+        ok &= st.running or not st.managed
+        eps = " ".join(f"{k}={v}" for k, v in st.endpoints.items())
+        who = "managed" if st.managed else "external"
+        print(f"{st.name:8} {state:8} {who:8} version={st.version or '-'} "
+              f"pid={st.pid or '-'} {eps} {st.detail}")
+    return ok
+
+
+async def topology(settings, args) -> int:
+    from bus.topology import ensure_topology
+    from ops import wiring
+
+    async with wiring.nats(settings, "tagus-topology") as nc:
+        changes = await ensure_topology(nc.jetstream(), wiring.topology(settings))
+    print("\n".join(changes) or "topology unchanged")
+    return 0
+
+
+async def status(settings, args) -> int:
+    from ops import wiring
+    from ops.service import positions
+
+    print_servers(settings)
+    async with wiring.nats(settings, "tagus-status") as nc:
+        pos = await positions(nc, wiring.topology(settings))
+    print(f"\n{'consumer':24} {'stream':12} {'acked up to':>12} {'pending':>9} "
+          f"{'in flight':>9} {'redelivered':>11}")
+    for p in pos:
+        print(f"{p.durable:24} {p.stream:12} {p.ack_floor_stream_seq:12d} {p.num_pending:9d} "
+              f"{p.num_ack_pending:9d} {p.num_redelivered:11d}")
+    return 0
