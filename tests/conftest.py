@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ops.stack import free_port
+from ops.dev.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SPANS = InMemorySpanExporter()
@@ -54,7 +54,7 @@ def pytest_configure(config) -> None:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory):
     """Settings of a running stack (started here if the environment names none)."""
-    from ops import stack
+    from ops.dev import stack
     from ops.settings import load_settings
 
     if os.environ.get("TAGUS_TEST_EXTERNAL_STACK") == "1":

@@ -25,7 +25,7 @@ import pytest
 from contracts.intake import IntakeParsed
 from ops import wiring
 from ops.ingest import ingest
-from ops.stack import questdb
+from ops.wiring import questdb
 from tests.conftest import REPO
 from tests.helpers import reset_jetstream
 

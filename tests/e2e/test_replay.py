@@ -8,7 +8,7 @@ import pytest
 
 from ops.ingest import ingest
 from ops.replay import ReplayRequest, replay
-from ops.stack import questdb
+from ops.wiring import questdb
 from projections.intake_log import LOG_TABLE, REJECTED_TABLE
 from projections.readings import TABLE
 from tests.conftest import REPO

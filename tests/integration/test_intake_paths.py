@@ -25,7 +25,7 @@ from contracts.registry import decode
 from contracts.tokens import TokenStore
 from ops import wiring
 from ops.service import wait_caught_up
-from ops.stack import questdb
+from ops.wiring import questdb
 from producers.dropfolder import DropFolder
 from producers.http_intake import create_intake_app, serve_intake
 from producers.intake import CONTENT_TYPES, Intake

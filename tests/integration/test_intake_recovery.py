@@ -26,7 +26,7 @@ from bus.topology import ensure_topology
 from contracts.intake import IntakeParsed
 from contracts.registry import decode
 from ops import wiring
-from ops.stack import questdb
+from ops.wiring import questdb
 from producers.intake import Intake
 from tests.conftest import REPO
 from tests.helpers import eventually, stream_messages

@@ -8,7 +8,8 @@ import pytest
 
 from bus.publish import publish
 from bus.runner import Runner
-from ops import stack, wiring
+from ops import wiring
+from ops.dev import stack
 from tests.helpers import eventually, reported, stream_messages
 
 pytestmark = pytest.mark.servers

@@ -8,7 +8,7 @@ import sys
 import psutil
 import pytest
 
-from ops import stack
+from ops.dev import stack
 from ops.settings import Settings
 from tests.conftest import REPO, stack_env
 

@@ -22,7 +22,7 @@ from contracts.base import new_id, utc_now
 from contracts.errors import TransientError
 from contracts.intake import RawIntakeReceived
 from contracts.tokens import TokenStore
-from ops.stack import free_port
+from ops.dev.stack import free_port
 from producers.http_intake import create_intake_app, serve_intake
 
 LP = b"flow,site=p227,unit=m3/h value=83.93 1546300800000000000\n"
