@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from bus.topology import ensure_topology
 from contracts.errors import TenantConfigError
-from contracts.tokens import TokenStore
+from bus.tokens import TokenFile
 from ops import wiring
 from ops.service import install_stop_signals
 from ops.settings import Settings
@@ -49,7 +49,7 @@ async def serve(settings: Settings) -> None:
     try:
         await ensure_topology(nc.jetstream(), wiring.topology(settings))
         intake = Intake(nc.jetstream())
-        app = create_intake_app(TokenStore.load(settings.tokens_path), intake.submit)
+        app = create_intake_app(TokenFile(settings.tokens_path), intake.submit)
         tasks = [
             serve_intake(app, settings.api_host, settings.intake_http_port, stop=stop),
             DropFolder(drop_dir, intake).run(stop),

@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse
 
 from contracts.errors import ContractError, ForbiddenError, TransientError
 from contracts.intake import RawIntakeReceived
-from contracts.tokens import SCOPES, TokenRecord, TokenStore
+from bus.tokens import SCOPES, TokenRecord
 from producers.formats.jsonpush import check_shape
 from producers.formats.lineprotocol import normalise_precision
 
@@ -55,6 +55,12 @@ class Submit(Protocol):
                  params: dict[str, str] | None = None) -> Awaitable[RawIntakeReceived]: ...
 
 
+class Tokens(Protocol):
+    """Who a token is (``bus.tokens.TokenFile`` re-reads the store when it changes)."""
+
+    def authenticate(self, token: str | None, scope: str) -> TokenRecord: ...
+
+
 class IntakeHTTPError(Exception):
     """A request the intake refuses; becomes ``{"code", "message"}`` with ``status``."""
 
@@ -63,7 +69,7 @@ class IntakeHTTPError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _authorise(tokens: TokenStore, token: str | None) -> TokenRecord:
+def _authorise(tokens: Tokens, token: str | None) -> TokenRecord:
     """The token's record if it may write; 401 if missing or unknown, 403 if read-only."""
     if not token:
         raise IntakeHTTPError(401, "unauthorized",
@@ -137,7 +143,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def create_intake_app(tokens: TokenStore, submit: Submit, *,
+def create_intake_app(tokens: Tokens, submit: Submit, *,
                       max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The intake app.  ``submit`` is called once per accepted request (see module doc)."""
     app = FastAPI(title="Tagus intake")

@@ -16,7 +16,6 @@ is re-read whenever it changes.  ``serve(settings)`` runs it under uvicorn.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from contextlib import asynccontextmanager
@@ -35,7 +34,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.errors import ForbiddenError, NotFoundError, TenantConfigError
-from contracts.tokens import TokenStore
+from bus.tokens import TokenFile
 from ops.settings import Settings
 from projections import queries
 from projections.queries import InvalidParameter
@@ -112,25 +111,6 @@ _ERRORS = {s: {"model": ErrorOut} for s in (401, 403, 404, 422, 503)}
 # ---------------------------------------------------------------- auth
 
 
-class _TokenFile:
-    """The token store, re-read when the file's mtime or size changes (one stat a request)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._stamp: tuple[int, int] | None = None
-        self._store = TokenStore([])
-
-    def store(self) -> TokenStore:
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = (0, 0)
-        if stamp != self._stamp:
-            self._store, self._stamp = TokenStore.load(self.path), stamp
-        return self._store
-
-
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -143,7 +123,7 @@ def reader_tenant(request: Request,
     if not token:
         raise Unauthenticated("send the tenant's token as 'Authorization: Bearer <token>' "
                               "or 'X-API-Key: <token>'")
-    record = request.app.state.tokens.store().authenticate(token, "read")
+    record = request.app.state.tokens.authenticate(token, "read")
     request.state.tenant = record.tenant
     return record.tenant
 
@@ -411,7 +391,7 @@ def create_app(settings: Settings, *, pool_max: int = POOL_MAX) -> FastAPI:
 
     app = FastAPI(title="Tagus query API", version="1",
                   description=__doc__.split("\n\n")[0], lifespan=lifespan)
-    app.state.tokens = _TokenFile(settings.tokens_path)
+    app.state.tokens = TokenFile(settings.tokens_path)
     app.state.units = _UnitCache()
     app.include_router(router)
     _install_error_handlers(app)

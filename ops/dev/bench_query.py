@@ -26,7 +26,7 @@ import numpy as np
 
 from contracts.base import new_id, utc_now, validate_tenant
 from contracts.readings import ReadingsNormalised, Series
-from contracts.tokens import TokenStore
+from bus.tokens import TokenStore
 from ops.settings import Settings, load_settings
 from ops.dev.stack import free_port
 from ops.wiring import questdb

@@ -19,7 +19,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts.tokens import TokenStore
+from bus.tokens import TokenStore
 from ops.dev import plots, stack
 from ops.ingest import format_report, ingest
 from ops import wiring

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from contracts.base import new_id, utc_now
 from contracts.readings import ReadingsNormalised, Series
-from contracts.tokens import TokenStore
+from bus.tokens import TokenStore
 from ops.wiring import questdb
 from projections import queries
 from projections.api import create_app, open_pool

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.tokens import TokenStore
+from bus.tokens import TokenStore
 from ops.ingest import ingest
 from projections.api import create_app
 from tests.conftest import REPO

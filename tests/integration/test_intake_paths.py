@@ -22,7 +22,7 @@ from bus.runner import Runner
 from bus.storage import put_mapping
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.registry import decode
-from contracts.tokens import TokenStore
+from bus.tokens import TokenStore
 from ops import wiring
 from ops.service import wait_caught_up
 from ops.wiring import questdb

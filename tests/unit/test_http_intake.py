@@ -21,7 +21,7 @@ import pytest
 from contracts.base import new_id, utc_now
 from contracts.errors import TransientError
 from contracts.intake import RawIntakeReceived
-from contracts.tokens import TokenStore
+from bus.tokens import TokenStore
 from ops.dev.stack import free_port
 from producers.http_intake import create_intake_app, serve_intake
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,13 @@ class TokenStore:
         self.records.append(TokenRecord(name, tenant, tuple(scopes), hash_token(token)))
         return token
 
+    def revoke(self, tenant: str, name: str) -> int:
+        """Remove every token of ``tenant`` named ``name``; returns how many were removed."""
+        keep = [r for r in self.records if not (r.tenant == tenant and r.name == name)]
+        removed = len(self.records) - len(keep)
+        self.records = keep
+        return removed
+
     def authenticate(self, token: str | None, scope: str) -> TokenRecord:
         """The record of ``token`` if it grants ``scope``; ForbiddenError otherwise."""
         if not token:
@@ -98,3 +106,29 @@ class TokenStore:
                     raise ForbiddenError(f"token {r.name!r} lacks the {scope!r} scope")
                 return r
         raise ForbiddenError("unknown token")
+
+
+class TokenFile:
+    """The token store of a running service, re-read whenever the file changes.
+
+    One ``stat`` per authentication: a token issued or revoked with ``tagus token`` takes
+    effect on the next request of every service that reads the same file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int, int] | None = None
+        self._store = TokenStore([])
+
+    def store(self) -> TokenStore:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = (0, 0, 0)
+        if stamp != self._stamp:
+            self._store, self._stamp = TokenStore.load(self.path), stamp
+        return self._store
+
+    def authenticate(self, token: str | None, scope: str) -> TokenRecord:
+        return self.store().authenticate(token, scope)
