@@ -6,9 +6,27 @@ reading.  A series is one sensor's values; timestamps are UTC epoch nanoseconds.
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 from contracts.base import Event
+
+# The one rule for sensor ids, whatever door readings come through (and what the API
+# accepts in its paths): a letter or digit, then letters, digits, _ . : - ; 128 at most.
+SENSOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def sensor_id_problem(sensor_id: object) -> str | None:
+    """Why ``sensor_id`` is not a valid sensor id, or None if it is."""
+    if not isinstance(sensor_id, str):
+        return f"expected text, got {type(sensor_id).__name__}"
+    if not SENSOR_ID_RE.match(sensor_id):
+        shown = sensor_id if len(sensor_id) <= 40 else sensor_id[:40] + "..."
+        return (f"sensor id {shown!r} ({len(sensor_id)} characters) must match "
+                f"{SENSOR_ID_RE.pattern}: a letter or digit, then letters, digits, "
+                f"'_', '.', ':' or '-', at most 128 characters")
+    return None
 
 
 class Series(msgspec.Struct, frozen=True, kw_only=True):

@@ -43,10 +43,10 @@ from pydantic import (
 )
 
 from contracts.errors import TenantConfigError
+from contracts.readings import SENSOR_ID_RE
 from contracts.units import known_units, to_si
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
-SENSOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 TIME_KEYWORDS = ("iso", "excel-serial", "epoch-s", "epoch-ms")
 DEFAULT_MISSING = ["NaN", "nan", "NA", "N/A", "#N/A", "null", "NULL", "-"]
 
