@@ -37,8 +37,7 @@ from fastapi.responses import JSONResponse
 from contracts.errors import ContractError, ForbiddenError, TransientError
 from contracts.intake import RawIntakeReceived
 from bus.tokens import SCOPES, TokenRecord
-from producers.formats.jsonpush import check_shape
-from producers.formats.lineprotocol import normalise_precision
+from contracts.push import check_push_shape, normalise_precision
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 LINE_PROTOCOL = "text/x-influx-line-protocol"
@@ -166,7 +165,7 @@ def create_intake_app(tokens: Tokens, submit: Submit, *,
                     from None
         else:
             try:
-                check_shape(body)
+                check_push_shape(body)
             except ContractError as e:
                 raise IntakeHTTPError(400, "invalid", str(e)) from None
         try:

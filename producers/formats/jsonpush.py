@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from contracts.errors import ContractError
+from contracts.push import decode_push_body
 from producers.formats.lineprotocol import ParseResult, ReadingCollector, sensor_rules
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -156,35 +157,8 @@ class _Columns(msgspec.Struct):
     unit: str | None = None
 
 
-class _Body(msgspec.Struct):
-    readings: list[msgspec.Raw] | None = None
-    series: list[msgspec.Raw] | None = None
-
-
-_body_decoder = msgspec.json.Decoder(_Body)
 _reading_decoder = msgspec.json.Decoder(_Reading)
 _columns_decoder = msgspec.json.Decoder(_Columns)
-
-
-def _decode_body(body: bytes) -> _Body:
-    try:
-        doc = _body_decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:
-        raise ContractError(f"expected a JSON object with a 'readings' or 'series' list: {e}") \
-            from None
-    if doc.readings is None and doc.series is None:
-        raise ContractError("expected a JSON object with a 'readings' or 'series' list; "
-                            "found neither")
-    return doc
-
-
-def check_shape(body: bytes) -> int:
-    """Number of items in a JSON push body; ContractError if it is not one.
-
-    Cheap: checks the JSON syntax and the envelope, not the items.
-    """
-    doc = _decode_body(body)
-    return len(doc.readings or ()) + len(doc.series or ())
 
 
 def parse_json_push(body: bytes, *, mapping: Mapping[str, Mapping[str, Any]] | None = None
@@ -194,7 +168,7 @@ def parse_json_push(body: bytes, *, mapping: Mapping[str, Mapping[str, Any]] | N
     Raises ContractError when the body itself is not a push body (then nothing in it
     can be accounted for) and TenantConfigError for a bad mapping.
     """
-    doc = _decode_body(body)
+    doc = decode_push_body(body)
     collector = ReadingCollector(sensor_rules(mapping))
     for row, raw in enumerate(doc.readings or (), start=1):
         collector.start_line()

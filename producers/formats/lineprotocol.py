@@ -35,31 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.errors import ContractError, TenantConfigError
+from contracts.push import PRECISION_NS, normalise_precision
 from contracts.readings import RejectedReading, Series
 from contracts.units import known_units, to_si
 
 MAX_LINE_BYTES = 64 * 1024
 _RAW_KEEP = 200  # characters of offending input kept in a RejectedReading
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-# precision as InfluxDB v2 (ns, us, ms, s) or v1 (n, u, ms, s, m, h) spells it -> canonical
-_PRECISION_ALIASES = {"ns": "ns", "n": "ns", "us": "us", "u": "us", "µs": "us", "ms": "ms",
-                      "s": "s", "m": "m", "h": "h"}
-PRECISION_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-                "m": 60_000_000_000, "h": 3_600_000_000_000}
-
-
-def normalise_precision(precision: str | None, *, default: str = "ns") -> str:
-    """Canonical precision (ns, us, ms, s, m, h); ContractError if unknown."""
-    if precision is None or precision == "":
-        precision = default
-    try:
-        return _PRECISION_ALIASES[precision]
-    except KeyError:
-        raise ContractError(
-            f"precision must be one of ns, us, ms, s (v1: n, u, ms, s, m, h); got {precision!r}"
-        ) from None
-
 
 # ---------------------------------------------------------------- shared by push formats
 

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.errors import ContractError
+from contracts.push import check_push_shape
 from producers.formats.jsonpush import (
-    TimestampRejected, check_shape, parse_json_push, timestamp_ns,
+    TimestampRejected, parse_json_push, timestamp_ns,
 )
 from producers.formats.lineprotocol import ParseResult
 
@@ -115,13 +116,13 @@ def test_mapping_applies_to_json_sensors():
 ])
 def test_bodies_that_are_not_push_bodies_raise(body):
     with pytest.raises(ContractError):
-        check_shape(body)
+        check_push_shape(body)
     with pytest.raises(ContractError):
         parse_json_push(body)
 
 
 def test_check_shape_counts_items_without_parsing_them():
-    assert check_shape(b'{"readings": [1, {"x": 2}], "series": [null]}') == 3
+    assert check_push_shape(b'{"readings": [1, {"x": 2}], "series": [null]}') == 3
 
 
 @pytest.mark.parametrize(("raw", "fmt", "expected"), [

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.errors import ContractError, TenantConfigError
-from producers.formats.lineprotocol import ParseResult, normalise_precision, parse_line_protocol
+from contracts.push import normalise_precision
+from producers.formats.lineprotocol import ParseResult, parse_line_protocol
 
 RECEIVED_NS = 1_700_000_000_123_456_789
 T0 = 1_700_000_000
