@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 def serve(settings, args):
     if args.service == "api":
-        from projections.api import serve as serve_api
+        from ops.serving import serve_api
 
         serve_api(settings)
         return 0

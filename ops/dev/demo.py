@@ -87,6 +87,7 @@ def _query_api(settings: Settings) -> list[str]:
     """Start the API on a free port in this process, ask it one question, stop it."""
     import uvicorn
 
+    from ops.serving import api_config
     from projections.api import create_app
 
     tokens_file = Path(settings.data_dir) / "demo" / "tokens.yaml"
@@ -94,8 +95,8 @@ def _query_api(settings: Settings) -> list[str]:
     token = store.issue("ltown", "demo-operator", ("read",))
     store.save(tokens_file)
     port = free_port()
-    app_settings = settings.model_copy(update={"tokens_file": tokens_file, "api_port": port})
-    server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1",
+    config = api_config(settings, tokens_path=tokens_file, port=port)
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -8,7 +8,6 @@ module fails, it does not skip).
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import socket
@@ -16,6 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
+import asyncpg
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -24,8 +24,8 @@ from contracts.base import new_id, utc_now
 from contracts.readings import ReadingsNormalised, Series
 from bus.tokens import TokenStore
 from ops.wiring import questdb
-from projections import queries
-from projections.api import create_app, open_pool
+from ops.serving import api_config
+from projections.api import create_app, export, queries
 from projections.readings import TABLE, ReadingsWriter
 
 pytestmark = pytest.mark.servers
@@ -102,7 +102,7 @@ def tokens(api_settings):
 
 @pytest.fixture(scope="module")
 def client(api_settings, db, tokens):
-    with TestClient(create_app(api_settings)) as c:
+    with TestClient(create_app(api_config(api_settings))) as c:
         yield c
 
 
@@ -124,9 +124,11 @@ ROUTES = ["/v1/sensors", "/v1/latest", "/v1/sensors/flow-1/latest",
           "/v1/sensors/flow-1/readings"]
 
 
-def test_healthz_needs_no_token(client):
-    r = client.get("/healthz")
-    assert r.status_code == 200 and r.json()["questdb"] is True
+def test_health_and_readiness_need_no_token(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    assert r.json()["questdb"]["reachable"] is True
 
 
 @pytest.mark.parametrize("url", ROUTES)
@@ -279,7 +281,10 @@ def test_csv_export_matches_json(client, tokens, params):
     assert r.headers["content-type"].startswith("text/csv")
     assert 'filename="flow-1_20240301T080000Z-20240301T140000Z.csv"' in \
         r.headers["content-disposition"]
-    rows = list(csv.reader(io.StringIO(r.text)))
+    assert int(r.headers["content-length"]) == len(r.content)
+    body, end = r.text.rsplit("# end: ", 1)
+    assert end == f"{len(js)} rows\n"  # the completeness line, last
+    rows = list(csv.reader(io.StringIO(body)))
     assert rows[0] == ["ts", "value"] and len(rows) == len(js) + 1 > 5
     assert [row[0] for row in rows[1:]] == [p["ts"] for p in js]
     assert [float(row[1]) if row[1] else None for row in rows[1:]] == [p["value"] for p in js]
@@ -323,17 +328,38 @@ INJECTIONS = ["flow-1' OR '1'='1", f"flow-1' OR tenant = '{A}", "x'; DROP TABLE 
 
 
 @pytest.mark.parametrize("sensor", INJECTIONS)
-def test_sql_in_sensor_is_just_an_unknown_name(client, db, tokens, sensor):
+def test_sql_in_sensor_is_refused_by_the_id_rule(client, db, tokens, sensor):
     before = db.rows(f"select count() from {TABLE} where tenant = '{A}'")[0][0]
     b = tokens["b"]
     path = quote(sensor, safe="")
-    assert _get(client, f"/v1/sensors/{path}/latest", b).status_code == 404
+    responses = [_get(client, f"/v1/sensors/{path}/latest", b),
+                 _get(client, "/v1/latest", b, sensor=[sensor])]
     for params in ({}, {"bucket": "15m"}, {"format": "csv"}):
-        r = _get(client, f"/v1/sensors/{path}/readings", b, start="2024-03-01T00:00:00Z",
-                 end="2024-03-02T00:00:00Z", **params)
-        assert r.status_code == 404, (sensor, params, r.text)
-    assert _get(client, "/v1/latest", b, sensor=[sensor]).status_code == 404
+        responses.append(_get(client, f"/v1/sensors/{path}/readings", b,
+                              start="2024-03-01T00:00:00Z", end="2024-03-02T00:00:00Z",
+                              **params))
+    for r in responses:
+        assert r.status_code == 422 and r.json()["parameter"] == "sensor", (sensor, r.text)
+        assert "must match" in r.json()["detail"]
     assert db.rows(f"select count() from {TABLE} where tenant = '{A}'")[0][0] == before > 0
+
+
+@pytest.mark.parametrize("sensor", INJECTIONS)
+async def test_sql_in_a_bound_sensor_is_just_an_unknown_name(api_settings, db, sensor):
+    """Behind the id rule, the second defence: values are bound, never formatted in."""
+    conn = await asyncpg.connect(host=api_settings.questdb_host,
+                                 port=api_settings.questdb_pg_port,
+                                 user=api_settings.questdb_user,
+                                 password=api_settings.questdb_password, database="qdb")
+    try:
+        q = queries.RangeQuery(sensor, T0, T0 + timedelta(days=2))
+        assert await queries.latest(conn, B, [sensor]) == []
+        assert await queries.readings(conn, B, q) == ([], False)
+        pages = [p async for p in queries.readings_pages(conn, B, q)]
+        assert pages == []
+    finally:
+        await conn.close()
+    assert db.rows(f"select count() from {TABLE} where tenant = '{A}'")[0][0] > 0
 
 
 def test_unknown_route_is_json_404(client, tokens):
@@ -348,28 +374,35 @@ def test_openapi_documents_routes_and_auth(client):
     assert {"HTTPBearer", "APIKeyHeader"} <= set(doc["components"]["securitySchemes"])
 
 
-async def test_csv_stream_chunks_and_gives_its_connection_back(api_settings, db):
-    pool = await open_pool(api_settings, max_size=1)  # one connection: a leak would hang
-    try:
-        q = queries.range_query("flow-1", T0, T0 + timedelta(days=2), None, "avg", "none",
-                                10_000)
-        chunks = [c async for c in queries.readings_csv(pool, A, q, chunk_rows=1000)]
-        n = len(_data(A, "flow-1")["values"])
-        assert len(chunks) == 1 + -(-n // 1000) and "".join(chunks).count("\n") == n + 1
-        cut = queries.readings_csv(pool, A, q, chunk_rows=100)
-        assert await anext(cut) == "ts,value\n" and (await anext(cut)).count("\n") == 100
-        await cut.aclose()  # the client went away mid-stream
-        assert await asyncio.wait_for(pool.fetchval("SELECT 1"), 5) == 1
-    finally:
-        await pool.close()
+def test_csv_export_pages_through_the_cursor_and_frees_the_connection(api_settings, db,
+                                                                        tokens, monkeypatch):
+    """More rows than one cursor page: every row arrives, and the one pooled connection is
+    free again for the next request (an export that kept it would hang that request)."""
+    n = len(_data(A, "flow-1")["values"])
+    monkeypatch.setattr(export, "CURSOR_ROWS", 500)
+    config = api_config(api_settings, pool_size=1, tenant_max_queries=1,
+                        acquire_timeout_s=2, query_timeout_s=5)
+    with TestClient(create_app(config)) as c:
+        r = _readings(c, tokens["a"], "flow-1", T0, T0 + timedelta(days=2), format="csv",
+                      limit=n)
+        lines = r.text.splitlines()
+        assert n > export.CURSOR_ROWS and len(lines) == n + 2
+        assert lines[-1] == f"# end: {n} rows"
+        cut = _readings(c, tokens["a"], "flow-1", T0, T0 + timedelta(days=2), format="csv",
+                        limit=100).text.splitlines()
+        assert len(cut) == 102 and cut[-1].startswith("# end: 100 rows (limit 100 reached")
+        assert c.get("/readyz").json()["pool"]["in_use"] == 0
+        assert _get(c, "/v1/sensors", tokens["a"]).status_code == 200
 
 
 def test_questdb_unreachable_is_503_not_500(api_settings, tokens):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
-        dead = api_settings.model_copy(update={"questdb_pg_port": s.getsockname()[1]})
+        dead = api_config(api_settings, pg_port=s.getsockname()[1])
     with TestClient(create_app(dead)) as c:
-        assert c.get("/healthz").status_code == 503
+        assert c.get("/healthz").status_code == 200  # alive, only not ready
+        assert c.get("/readyz").status_code == 503
         r = _get(c, "/v1/sensors", tokens["a"])
         assert r.status_code == 503 and r.json()["error"] == "unavailable"
+        assert r.headers["retry-after"]
         assert _get(c, "/v1/sensors", "tgs_not-a-token").status_code == 403  # auth first

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from bus.tokens import TokenStore
 from ops.ingest import ingest
+from ops.serving import api_config
 from projections.api import create_app
 from tests.conftest import REPO
 
@@ -27,7 +28,7 @@ async def test_upload_accounting_and_rejections_per_tenant(nc, fast_settings, tm
     tok_a, tok_b = store.issue(a, "op-a", ("read",)), store.issue(b, "op-b", ("read",))
     settings = fast_settings.model_copy(update={"tokens_file": tmp_path / "tokens.yaml"})
     store.save(settings.tokens_path)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(api_config(settings))) as client:
         def get(url, token):
             return client.get(url, headers={"Authorization": f"Bearer {token}"})
 

@@ -1,0 +1,316 @@
+"""Read-side queries of the API over QuestDB: the one place their SQL is built.
+
+Safety: every value a caller supplies (tenant, sensor, start, end, limit, intake id)
+travels as a bound PG-wire parameter (``$1``...).  QuestDB cannot bind ``SAMPLE BY``'s
+interval nor ``FILL``'s mode nor the aggregate, so those are parsed into a ``Bucket`` or
+checked against a whitelist and the SQL is formatted from the parsed values, never from
+the caller's text.  Table names are the projections' constants.
+
+Times: QuestDB ``TIMESTAMP`` is UTC with microsecond precision.  asyncpg exchanges naive
+datetimes; here they are UTC, and every timestamp leaving this module is an ISO-8601
+string ending in ``Z``.  Values are in the SI unit named by the ``unit`` column.
+
+Downsampled buckets start at ``start`` (``SAMPLE BY ... FROM start TO end``):
+bucket k covers ``[start + k*bucket, start + (k+1)*bucket)``.
+
+``db`` below is an asyncpg Connection (or Pool: anything with ``fetch``); the API gets
+it from ``Database.session``, the CLI's plots from their own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from contracts.readings import sensor_id_problem
+from projections.api.errors import InvalidParameter
+from projections.intake_log import LOG_TABLE, REJECTED_TABLE
+from projections.readings import TABLE
+
+AGGS = ("avg", "min", "max", "sum", "count", "first", "last")
+FILLS = ("none", "null", "prev", "linear")
+BUCKET_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_BUCKET_S = 1
+MAX_BUCKET_S = 31 * 86400
+MAX_SPAN = timedelta(days=400)
+MAX_BUCKETS = 100_000
+MAX_SENSORS_PER_QUERY = 100
+DEFAULT_SPAN = timedelta(days=1)
+_MIN_UTC = datetime.min.replace(tzinfo=UTC)
+
+_BUCKET_RE = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A SAMPLE BY interval: ``count`` x ``unit`` (one of s, m, h, d)."""
+
+    count: int
+    unit: str
+
+    @property
+    def seconds(self) -> int:
+        return self.count * BUCKET_UNIT_S[self.unit]
+
+    @property
+    def sql(self) -> str:
+        """The SAMPLE BY literal, formatted from the parsed int and a whitelisted unit."""
+        assert self.unit in BUCKET_UNIT_S and isinstance(self.count, int)
+        return f"{self.count:d}{self.unit}"
+
+
+@dataclass(frozen=True)
+class RangeQuery:
+    """One sensor's readings in ``[start, end)`` (aware UTC), raw or downsampled."""
+
+    sensor: str
+    start: datetime
+    end: datetime
+    bucket: Bucket | None = None
+    agg: str = "avg"
+    fill: str = "none"
+    limit: int = 10_000
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse_bucket(text: str) -> Bucket:
+    m = _BUCKET_RE.match(text.strip())
+    if not m:
+        raise InvalidParameter("bucket", f"expected a number and a unit in s, m, h, d "
+                                         f"(e.g. 15m, 1h); got {_shown(text)}")
+    bucket = Bucket(int(m.group(1)), m.group(2))
+    if not MIN_BUCKET_S <= bucket.seconds <= MAX_BUCKET_S:
+        raise InvalidParameter("bucket", f"must be between {MIN_BUCKET_S}s and "
+                                         f"{MAX_BUCKET_S // 86400}d; got {_shown(text)}")
+    return bucket
+
+
+def parse_time(parameter: str, text: str) -> datetime:
+    """ISO-8601 with a zone (``Z`` or ``+01:00``) -> aware UTC datetime (years 1-9999)."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        hint = (" ('+' in a URL query means a space: encode it as %2B)"
+                if " " in text.strip() else "")
+        raise InvalidParameter(parameter, f"expected ISO-8601 with a zone such as "
+                                          f"2024-05-01T00:00:00Z; got {_shown(text)}{hint}")
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise InvalidParameter(parameter, f"needs a zone (Z or +HH:MM); got {_shown(text)}")
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:
+        raise InvalidParameter(parameter, f"{_shown(text)} is outside the years 1-9999 once "
+                                          "converted to UTC; give a time in that range")
+
+
+def time_range(start: str | None, end: str | None, now: datetime) -> tuple[datetime, datetime]:
+    """``[start, end)`` from the optional texts: end defaults to ``now``, start to
+    ``DEFAULT_SPAN`` before end (but not before year 1)."""
+    end_t = parse_time("end", end) if end is not None else now
+    if start is not None:
+        return parse_time("start", start), end_t
+    try:
+        return end_t - DEFAULT_SPAN, end_t
+    except OverflowError:
+        return _MIN_UTC, end_t
+
+
+def check_sensor(sensor: str, parameter: str = "sensor") -> str:
+    """The one sensor-id rule (``contracts.readings.SENSOR_ID_RE``): every id a door
+    accepts is queryable, anything else is a 422 saying what an id looks like."""
+    problem = sensor_id_problem(sensor)
+    if problem:
+        raise InvalidParameter(parameter, problem)
+    return sensor
+
+
+INTAKE_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def check_intake_id(intake_id: str) -> str:
+    if not INTAKE_ID_RE.match(intake_id):
+        raise InvalidParameter("intake_id", f"expected a uuid such as "
+                                            f"0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b; got "
+                                            f"{_shown(intake_id)}")
+    return intake_id
+
+
+def range_query(sensor: str, start: datetime, end: datetime, bucket: str | None,
+                agg: str, fill: str, limit: int) -> RangeQuery:
+    """Check a range request as a whole (span, bucket count, whitelists)."""
+    check_sensor(sensor)
+    if end <= start:
+        raise InvalidParameter("end", f"must be after start ({iso_utc(start)}); "
+                                      f"got {iso_utc(end)}")
+    if end - start > MAX_SPAN:
+        raise InvalidParameter("end", f"span end - start must be at most "
+                                      f"{MAX_SPAN.days} days; got {(end - start).days} days")
+    if agg not in AGGS:
+        raise InvalidParameter("agg", f"expected one of {', '.join(AGGS)}; got {_shown(agg)}")
+    if fill not in FILLS:
+        raise InvalidParameter("fill", f"expected one of {', '.join(FILLS)}; got {_shown(fill)}")
+    parsed = parse_bucket(bucket) if bucket else None
+    if parsed:
+        n = math.ceil((end - start).total_seconds() / parsed.seconds)
+        if n > MAX_BUCKETS:
+            raise InvalidParameter("bucket", f"{bucket} over {(end - start)} gives {n} "
+                                             f"buckets; at most {MAX_BUCKETS}: use a larger "
+                                             f"bucket or a shorter range")
+    return RangeQuery(sensor, start, end, parsed, agg, fill, limit)
+
+
+# ---------------------------------------------------------------- SQL
+
+
+def sensors_sql() -> str:
+    return (f"SELECT sensor, last(unit) AS unit, min(ts) AS first_ts, max(ts) AS last_ts, "
+            f"count() AS n FROM {TABLE} WHERE tenant = $1 GROUP BY sensor ORDER BY sensor")
+
+
+def latest_sql(n_sensors: int) -> str:
+    """Latest row per sensor of tenant $1; restricted to sensors $2..$(n+1) if n > 0."""
+    where = "tenant = $1"
+    if n_sensors:
+        where += " AND sensor IN (" + ", ".join(f"${i + 2}" for i in range(n_sensors)) + ")"
+    return (f"SELECT sensor, ts, value, unit, quality FROM {TABLE} WHERE {where} "
+            f"LATEST ON ts PARTITION BY sensor")
+
+
+def readings_sql(q: RangeQuery) -> str:
+    """$1 tenant, $2 sensor, $3 start, $4 end (exclusive); raw queries: $5 limit."""
+    where = "tenant = $1 AND sensor = $2 AND ts >= $3 AND ts < $4"
+    if q.bucket is None:
+        return f"SELECT ts, value FROM {TABLE} WHERE {where} ORDER BY ts LIMIT $5"
+    assert q.agg in AGGS and q.fill in FILLS
+    return (f"SELECT ts, {q.agg}(value) AS value FROM {TABLE} WHERE {where} "
+            f"SAMPLE BY {q.bucket.sql} FROM $3 TO $4 FILL({q.fill.upper()})")
+
+
+def readings_args(tenant: str, q: RangeQuery, limit: int | None = None) -> tuple:
+    args = (tenant, q.sensor, _naive_utc(q.start), _naive_utc(q.end))
+    return args if q.bucket else (*args, q.limit if limit is None else limit)
+
+
+INTAKES_SQL = (
+    "SELECT ts, intake_id, status, source, filename, rows_received, rows_accepted, "
+    "rows_rejected, values_received, values_accepted, values_rejected, values_missing, "
+    f"reasons, detail, first_ts, last_ts FROM {LOG_TABLE} WHERE tenant = $1 "
+    "ORDER BY ts DESC LIMIT $2")
+INTAKE_EXISTS_SQL = f"SELECT count() AS n FROM {LOG_TABLE} WHERE tenant = $1 AND intake_id = $2"
+REJECTIONS_SQL = (f"SELECT reason, sensor, row, count, raw, detail FROM {REJECTED_TABLE} "
+                  "WHERE tenant = $1 AND intake_id = $2 ORDER BY row LIMIT $3")
+
+
+# ---------------------------------------------------------------- running them
+
+
+async def list_sensors(db, tenant: str) -> list[dict]:
+    """Sensors of ``tenant``: unit, first/last timestamp, number of readings."""
+    rows = await _fetch_or_empty(db, sensors_sql(), tenant)
+    return [{"sensor": r["sensor"], "unit": r["unit"], "first_ts": iso_utc(r["first_ts"]),
+             "last_ts": iso_utc(r["last_ts"]), "count": r["n"]} for r in rows]
+
+
+async def latest(db, tenant: str, sensors: Iterable[str] = ()) -> list[dict]:
+    """Latest reading per sensor (all of the tenant's when ``sensors`` is empty)."""
+    sensors = list(dict.fromkeys(sensors))
+    rows = await _fetch_or_empty(db, latest_sql(len(sensors)), tenant, *sensors)
+    out = [{"sensor": r["sensor"], "ts": iso_utc(r["ts"]), "value": r["value"],
+            "unit": r["unit"], "quality": r["quality"]} for r in rows]
+    return sorted(out, key=lambda r: r["sensor"])
+
+
+async def readings(db, tenant: str, q: RangeQuery) -> tuple[list[dict], bool]:
+    """(points, truncated): ``[{"ts", "value"}]``; truncated = a raw query hit ``limit``."""
+    rows = await _fetch_or_empty(db, readings_sql(q), *readings_args(tenant, q, q.limit + 1))
+    truncated = q.bucket is None and len(rows) > q.limit
+    rows = rows[:q.limit] if truncated else rows
+    return [{"ts": iso_utc(r[0]), "value": r[1]} for r in rows], truncated
+
+
+async def readings_pages(conn, tenant: str, q: RangeQuery,
+                        page_rows: int = 5_000) -> AsyncIterator[list]:
+    """Rows ``(ts, value)`` in pages of up to ``page_rows``, read through a server-side
+    cursor in a transaction on ``conn`` (a connection, not a pool).  Raw queries read
+    ``q.limit + 1`` rows: one more than wanted says the limit cut the answer."""
+    async with conn.transaction():
+        page: list = []
+        async for r in conn.cursor(readings_sql(q), *readings_args(tenant, q, q.limit + 1),
+                                   prefetch=page_rows):
+            page.append(r)
+            if len(page) >= page_rows:
+                yield page
+                page = []
+        if page:
+            yield page
+
+
+def csv_lines(rows) -> str:
+    """``<ts>,<value>`` lines: the JSON answer's timestamps and numbers, null -> empty."""
+    return "".join(f"{iso_utc(r[0])},{_csv_value(r[1])}\n" for r in rows)
+
+
+async def intakes(db, tenant: str, limit: int) -> list[dict]:
+    """The tenant's latest uploads, newest first, with their accounting."""
+    out = []
+    for r in await _fetch_or_empty(db, INTAKES_SQL, tenant, limit):
+        item = dict(r)
+        for k in ("ts", "first_ts", "last_ts"):
+            item[k] = iso_utc(item[k])
+        item["received_at"] = item.pop("ts")
+        item["reasons"] = json.loads(item["reasons"] or "{}")
+        out.append(item)
+    return out
+
+
+async def intake_exists(db, tenant: str, intake_id: str) -> bool:
+    rows = await _fetch_or_empty(db, INTAKE_EXISTS_SQL, tenant, intake_id)
+    return bool(rows and rows[0]["n"])
+
+
+async def intake_rejections(db, tenant: str, intake_id: str, limit: int) -> list[dict]:
+    """Rejected and missing items of one upload: reason, sensor, file row, raw text."""
+    return [dict(r) for r in await _fetch_or_empty(db, REJECTIONS_SQL, tenant, intake_id,
+                                                   limit)]
+
+
+async def _fetch_or_empty(db, sql: str, *args) -> list:
+    """Rows of ``sql``; none when the table does not exist yet (fresh install)."""
+    try:
+        return await db.fetch(sql, *args)
+    except Exception as e:  # asyncpg maps QuestDB errors to UnknownPostgresError
+        if "table does not exist" in str(e):
+            return []
+        raise
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def iso_utc(t: datetime | None) -> str | None:
+    """Naive UTC (as asyncpg returns it) or aware -> ``2024-05-01T00:15:00Z``."""
+    if t is None:
+        return None
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t.isoformat() + "Z"
+
+
+def _naive_utc(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None)
+
+
+def _csv_value(v) -> str:
+    """Same number as the JSON export: shortest round-trip repr; null -> empty."""
+    return "" if v is None else repr(v)
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A caller's text quoted for an error message, cut at ``limit`` characters."""
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
