@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import nats.errors
 import structlog
 import yaml
 from pydantic import ValidationError
@@ -40,6 +41,9 @@ def load_pollers(path: Path | None) -> list[PollerConfig]:
 
 
 async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT.  A NATS outage is ridden out, never fatal: pushes are
+    answered 503 with ``Retry-After``, drop-folder files stay where they are and pollers
+    back off until NATS is back (the connection reconnects forever)."""
     pollers = load_pollers(settings.pollers_file)
     drop_dir = Path(settings.drop_dir or Path(settings.data_dir) / "drop")
     drop_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +52,7 @@ async def serve(settings: Settings) -> None:
     install_stop_signals(stop)
     try:
         await ensure_topology(nc.jetstream(), wiring.topology(settings))
-        intake = Intake(nc.jetstream())
+        intake = Intake(nc.jetstream(), nc=nc)
         app = create_intake_app(TokenFile(settings.tokens_path), intake.submit)
         tasks = [
             serve_intake(app, settings.api_host, settings.intake_http_port, stop=stop),
@@ -59,4 +63,8 @@ async def serve(settings: Settings) -> None:
                  drop_dir=str(drop_dir), pollers=[p.name for p in pollers])
         await asyncio.gather(*tasks)
     finally:
-        await nc.drain()
+        try:
+            await asyncio.wait_for(nc.drain(), settings.cli_timeout_s)
+        except (TimeoutError, nats.errors.Error) as e:  # NATS down at shutdown
+            log.warning("nats drain failed at shutdown", error=f"{type(e).__name__}: {e}")
+            await nc.close()

@@ -8,6 +8,11 @@ files move to ``.done/``; files that cannot be submitted (no mapping, unknown fo
 move to ``.rejected/`` with a ``<name>.reason.txt`` saying why.  Duplicates by content
 hash are recognised by the intake itself (``tagus-intake-seen``), so a restart between
 submit and move ingests nothing twice.
+
+When NATS is unreachable (``TransientError``) a pass stops at the first file that could
+not be submitted: every file stays where it is, and ``run`` tries again after a backoff
+(doubling from ``interval_s`` up to ``max_backoff_s``) until NATS is back.  A file the
+folder cannot read or move (``OSError``) is left in place and retried the same way.
 """
 
 from __future__ import annotations
@@ -80,10 +85,16 @@ class DropFolder:
         self.intake = intake
         self.settle_s = settle_s
         self.seen: dict[Path, Seen] = {}
+        self.waiting = False  # the last pass left settled files behind (NATS down)
 
     async def scan(self) -> list[str]:
-        """One pass: submit every settled file; returns a line per file handled."""
+        """One pass: submit every settled file; returns a line per file handled.
+
+        Stops at the first ``TransientError`` (NATS down): the rest would fail the same
+        way.  ``waiting`` then says that files are left to retry.
+        """
         done = []
+        self.waiting = False
         now = time.monotonic()
         for tenant, mapping_id, path in candidates(self.root):
             try:
@@ -96,14 +107,19 @@ class DropFolder:
                     tenant=tenant, source="drop-folder", content_type=content_type_for(path),
                     body=path, filename=path.name, mapping_id=mapping_id)
             except TransientError as e:
-                log.warning("drop folder submit failed; will retry", file=str(path), error=str(e))
-                continue
+                log.warning("drop folder submit failed; files stay and are retried",
+                            file=str(path), error=str(e))
+                self.waiting = True
+                break
             except TagusError as e:
                 target = _move(path, REJECTED, f"{type(e).__name__}: {e}")
                 done.append(f"rejected {path.name}: {e}")
                 log.error("drop folder file rejected", file=str(target), error=str(e))
                 self.seen.pop(path, None)
                 continue
+            except FileNotFoundError:
+                self.seen.pop(path, None)
+                continue  # taken away before it was read
             _move(path, DONE)
             self.seen.pop(path, None)
             what = "duplicate of" if result.duplicate else "ingested as"
@@ -112,12 +128,21 @@ class DropFolder:
                      intake_id=result.event.event_id, duplicate=result.duplicate)
         return done
 
-    async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    async def run(self, stop: asyncio.Event, interval_s: float = 1.0,
+                  max_backoff_s: float = 8.0) -> None:
+        """Scan every ``interval_s`` until ``stop`` is set; back off while files wait."""
         if not self.root.is_dir():
             raise TenantConfigError(f"drop folder {self.root} does not exist")
+        wait = interval_s
         while not stop.is_set():
-            await self.scan()
             try:
-                await asyncio.wait_for(stop.wait(), interval_s)
+                await self.scan()
+            except OSError as e:  # the folder itself: unreadable, unmounted, a move failed
+                log.error("drop folder scan failed; files stay and are retried",
+                          root=str(self.root), error=f"{type(e).__name__}: {e}")
+                self.waiting = True
+            wait = min(2 * wait, max_backoff_s) if self.waiting else interval_s
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
             except TimeoutError:
                 pass
