@@ -7,6 +7,7 @@ reading.  A series is one sensor's values; timestamps are UTC epoch nanoseconds.
 from __future__ import annotations
 
 import re
+from typing import Literal, get_args
 
 import msgspec
 
@@ -79,6 +80,28 @@ class ReadingsNormalised(Event, frozen=True, kw_only=True, tag="readings.normali
     @property
     def reading_count(self) -> int:
         return sum(len(s.values) for s in self.series)
+
+
+# Why a value was not accepted: one list for every door (file, line protocol, JSON push,
+# poller, readings.reported).  Stable codes: dashboards and alerts count them.
+RejectReason = Literal[
+    "missing",                 # blank, null, NaN or one of the mapping's missing-value markers
+    "non_numeric",             # not a number in the source's notation (or infinite)
+    "out_of_range",            # outside the sensor's physical range
+    "duplicate",               # this upload already has a value for this sensor and instant
+    "unparseable_time",        # the time cannot be read in the expected format
+    "naive_time",              # a wall-clock time without offset, and no zone configured
+    "nonexistent_local_time",  # the wall-clock time falls in the spring-forward gap
+    "ambiguous_local_time",    # the repeated autumn hour, and the policy is to refuse it
+    "implausible_time",        # before 1970 or further in the future than the window allows
+    "invalid_sensor_id",       # the sensor id breaks SENSOR_ID_RE
+    "unknown_unit",            # no unit, or one without an SI conversion
+    "unknown_column",          # a file column the mapping does not name
+    "unknown_sensor",          # a long-layout sensor code the mapping does not name
+    "malformed_row",           # a row, line or item that cannot be read at all
+    "truncated_row",           # an unterminated last line: the file was probably cut
+]
+REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
 
 
 class RejectedReading(msgspec.Struct, frozen=True, kw_only=True):

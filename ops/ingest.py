@@ -26,7 +26,7 @@ from ops import wiring
 from ops.service import components_running
 from ops.settings import Settings
 from producers.intake import Intake, content_type_for
-from producers.mapping import SourceMapping
+from contracts.mapping import SourceMapping
 from projections.intake_log import REJECTED_TABLE
 
 

@@ -10,7 +10,7 @@ from bus.components import Component, Processor
 from bus.storage import default_buckets
 from bus.topology import Topology, consumer_for, family_streams
 from ops.settings import Settings
-from processors import normalise, units
+from processors.normalise import handler as normalise, reported
 from projections import intake_log, readings
 from projections.questdb import QuestDB
 
@@ -20,7 +20,7 @@ def components(settings: Settings) -> dict[str, Component]:
     db = questdb(settings)
     comps: list[Component] = [
         Processor.from_module(normalise),
-        Processor.from_module(units),
+        Processor.from_module(reported),
         readings.projection(db),
         *intake_log.projections(db),
     ]

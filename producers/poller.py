@@ -2,12 +2,9 @@
 
 ``poll_once`` fetches once and hands the response bytes, untouched, to ``submit`` with
 source ``poller:<name>`` and the poller's ``PollMapping`` in ``params["mapping"]``
-(JSON).  The normalise processor later calls the pure ``parse_polled`` on the stored
-bytes and those params, so a replay parses them again with the mapping of that time.
-
-Path syntax of a ``PollMapping``: dotted keys, ``[*]`` for every element of a list and
-``[n]`` for one, e.g. ``data[*]`` or ``result.points[*]``; ``""`` is the node itself.
-``items`` is evaluated on the response, the other paths on each item.
+(JSON).  The normalise processor later parses the stored bytes with those params, so a
+replay parses them again with the mapping of that time (``contracts.mapping.PollMapping``
+describes the paths).
 """
 
 from __future__ import annotations
@@ -18,121 +15,23 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import msgspec
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import TENANT_RE
 from contracts.errors import ContractError, TagusError, TenantConfigError, TransientError
 from contracts.intake import RawIntakeReceived
-from contracts.units import known_units, to_si
-from producers.formats.jsonpush import add_json_value
-from producers.formats.lineprotocol import ParseResult, ReadingCollector, SensorRule
+from contracts.mapping import PollMapping
 
 log = structlog.get_logger("tagus.intake.poller")
 
-_STEP = re.compile(r"\[(\*|\d+)\]")
-_KEY = re.compile(r"[^.\[\]]+")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TS_FORMATS = ("iso8601", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
 
-Step = str | int | None  # key, list index, every list element
 # the raw-intake boundary, called with keyword arguments (see producers.http_intake.Submit)
 Submit = Callable[..., Awaitable[RawIntakeReceived]]
-
-
-def compile_path(path: str) -> tuple[Step, ...]:
-    """``"data[*].v"`` -> ``("data", None, "v")``; ValueError on bad syntax."""
-    steps: list[Step] = []
-    for part in path.split(".") if path not in ("", "$") else ():
-        key = _KEY.match(part)
-        rest = part[key.end():] if key else part
-        if key:
-            steps.append(key.group())
-        pos = 0
-        for m in _STEP.finditer(rest):
-            if m.start() != pos:
-                break
-            steps.append(None if m.group(1) == "*" else int(m.group(1)))
-            pos = m.end()
-        if pos != len(rest) or (not key and not rest):
-            raise ValueError(f"bad path {path!r} at {part!r}: expected key, key[*] or key[n]")
-    return tuple(steps)
-
-
-def select(doc: Any, steps: tuple[Step, ...]) -> list[Any]:
-    """Every node ``steps`` reach from ``doc`` (missing keys reach nothing)."""
-    nodes = [doc]
-    for step in steps:
-        found: list[Any] = []
-        for node in nodes:
-            if step is None:
-                if isinstance(node, list):
-                    found.extend(node)
-            elif isinstance(step, int):
-                if isinstance(node, list) and step < len(node):
-                    found.append(node[step])
-            elif isinstance(node, dict) and step in node:
-                found.append(node[step])
-        nodes = found
-    return nodes
-
-
-class PollMapping(BaseModel):
-    """How to read readings out of a polled JSON response.
-
-    ``sensor``: path to the sensor name in an item, or ``sensor_id`` for a response
-    that is about one sensor.  Unit: ``units[sensor]`` if given, else the item's
-    ``unit`` path.  ``ts_format``: ``iso8601``, ``epoch_s|ms|us|ns`` or a ``strptime``
-    pattern; ``timezone`` (IANA name) places wall-clock times without an offset.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    items: str = "[*]"
-    sensor: str = "sensor"
-    sensor_id: str | None = None
-    ts: str = "ts"
-    value: str = "value"
-    unit: str | None = None
-    units: dict[str, str] = {}
-    ts_format: str = "iso8601"
-    timezone: str | None = None
-
-    @field_validator("items", "sensor", "ts", "value", "unit")
-    @classmethod
-    def _path(cls, v: str | None) -> str | None:
-        if v is not None:
-            compile_path(v)
-        return v
-
-    @field_validator("units")
-    @classmethod
-    def _units(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = sorted(u for u in v.values() if to_si(u) is None)
-        if bad:
-            raise ValueError(f"unknown units {bad}; known: {known_units()}")
-        return v
-
-    @field_validator("ts_format")
-    @classmethod
-    def _ts_format(cls, v: str) -> str:
-        if v not in _TS_FORMATS and "%" not in v:
-            raise ValueError(f"ts_format must be one of {_TS_FORMATS} or a strptime pattern")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {v!r}; expected an IANA name") from None
-        return v
 
 
 class PollerConfig(BaseModel):
@@ -256,55 +155,3 @@ async def run_poller(config: PollerConfig, submit: Submit, stop: asyncio.Event, 
     finally:
         if own_client:
             await client.aclose()
-
-
-def parse_polled(body: bytes, params: Mapping[str, str]) -> ParseResult:
-    """Readings in SI units from a polled response and its intake params (pure).
-
-    Each item reached by ``items`` is one line of the accounting.  Raises
-    TenantConfigError when ``params`` lack a valid mapping and ContractError when
-    ``body`` is not JSON.
-    """
-    try:
-        mapping = PollMapping.model_validate_json(params["mapping"])
-    except KeyError:
-        raise TenantConfigError("intake params lack 'mapping' (not a poller intake?)") \
-            from None
-    except ValidationError as e:
-        raise TenantConfigError(f"poller mapping in the intake params is invalid: {e}") \
-            from None
-    try:
-        doc = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:
-        raise ContractError(f"polled body is not JSON: {e}") from None
-    tz = ZoneInfo(mapping.timezone) if mapping.timezone else None
-    rules = {sensor: SensorRule(sensor, unit) for sensor, unit in mapping.units.items()}
-    collector = ReadingCollector(rules)
-    paths = {name: compile_path(p) for name, p in (
-        ("sensor", mapping.sensor), ("ts", mapping.ts), ("value", mapping.value),
-        ("unit", mapping.unit or ""))}
-    for row, item in enumerate(select(doc, compile_path(mapping.items)), start=1):
-        collector.start_line()
-        _collect_item(collector, row, item, mapping, paths, tz)
-        collector.end_line()
-    return collector.result()
-
-
-def _first(item: Any, steps: tuple[Step, ...]) -> Any:
-    found = select(item, steps)
-    return found[0] if found else None
-
-
-def _collect_item(collector: ReadingCollector, row: int, item: Any, mapping: PollMapping,
-                  paths: dict[str, tuple[Step, ...]], tz: ZoneInfo | None) -> None:
-    sensor = mapping.sensor_id or _first(item, paths["sensor"])
-    if isinstance(sensor, int) and not isinstance(sensor, bool):
-        sensor = str(sensor)
-    if not isinstance(sensor, str) or not sensor:
-        collector.reject(row=row, sensor_id=None, raw=repr(item)[:200], reason="invalid_item",
-                         detail=f"no sensor name at path {mapping.sensor!r}")
-        return
-    unit = _first(item, paths["unit"]) if mapping.unit else None
-    add_json_value(collector, row, sensor, _first(item, paths["ts"]),
-                   _first(item, paths["value"]), unit if isinstance(unit, str) else None,
-                   fmt=mapping.ts_format, tz=tz)

@@ -55,7 +55,7 @@ from ops import wiring
 from ops.settings import Settings, load_settings
 from ops.wiring import questdb
 from producers.intake import Intake
-from producers.mapping import SourceMapping
+from contracts.mapping import SourceMapping
 from projections.questdb import QuestDB
 from projections.readings import TABLE, frame, projection
 

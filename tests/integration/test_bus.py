@@ -18,7 +18,7 @@ from contracts.deadletters import MessageDeadLettered
 from contracts.readings import ReadingsNormalised, ReadingsReported
 from contracts.registry import decode, encode
 from ops import wiring
-from processors import units
+from processors.normalise import reported as units
 from tests.helpers import eventually, reported, stream_messages
 
 pytestmark = pytest.mark.servers

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import TenantConfigError
-from producers.mapping import SourceMapping
+from contracts.mapping import SourceMapping
 
 MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
 
@@ -73,11 +73,11 @@ sensors:
 
 @pytest.mark.parametrize("change, path", [
     ("range: [0, 100]", "sensors.p1.range: "),
-    ("unit: m3/h", "sensors.p1.unit: unknown unit 'furlong'"),
+    ("unit: m3/h", "sensors.p1.unit: unknown unit 'furlongz'"),
     ("id: p1", "sensors.p1.id: "),
 ])
 def test_sensor_errors_name_the_sensor_field(change, path):
-    bad = {"range: [0, 100]": "range: [100, 0]", "unit: m3/h": "unit: furlong",
+    bad = {"range: [0, 100]": "range: [100, 0]", "unit: m3/h": "unit: furlongz",
            "id: p1": "id: 'bad id!'"}[change]
     message = config_error(MINIMAL.replace(change, bad))
     assert message.startswith(path), message
@@ -98,8 +98,12 @@ def test_sensor_errors_name_the_sensor_field(change, path):
     (MINIMAL + "layout: long\n", "sensor_column: required when layout is long"),
     (MINIMAL + "value_column: v\n", "value_column: only meaningful with layout long"),
     (MINIMAL + "header_row: -1\n", "header_row: "),
-    ("sensors: {p1: {id: p1, unit: m}}\n", "timestamp: required field is missing"),
-    (MINIMAL.replace("p1: {id: p1, unit: m3/h, range: [0, 100]}", "{}"), "sensors: "),
+    ("format: csv\nsensors: {p1: {id: p1, unit: m}}\n", "timestamp.column: required to read"),
+    ("format: xlsx\n" + MINIMAL.replace("p1: {id: p1, unit: m3/h, range: [0, 100]}", "{}"),
+     "sensors: a file mapping needs at least one sensor"),
+    ("format: csv\n" + MINIMAL.replace("unit: m3/h, range: [0, 100]", "range: [0, 1]"),
+     "range: needs the sensor's unit"),
+    (MINIMAL.replace("unit: m3/h", "unit: KW"), "closest known: kW"),
     (MINIMAL + "  p2: {id: p1, unit: m}\n", "sensors.p2.unit: sensor id 'p1' is also mapped"),
     (MINIMAL.replace("sensors:", "sensors:\n  Time: {id: t, unit: m}"), "also a timestamp column"),
 ])

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from bus.components import Context
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.readings import ReadingsNormalised, ReadingsRejected, Series
-from processors import normalise
+from processors.normalise import handler as normalise
 
 T = datetime(2024, 3, 31, tzinfo=UTC)
 MAPPING = b"""

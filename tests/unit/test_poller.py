@@ -20,10 +20,9 @@ from structlog.testing import capture_logs
 from contracts.base import new_id, utc_now
 from contracts.errors import ContractError, TenantConfigError, TransientError
 from contracts.intake import RawIntakeReceived
-from producers.poller import (
-    PollerConfig, PollMapping, compile_path, mapping_params, parse_polled, poll_once,
-    run_poller, select,
-)
+from contracts.mapping import PollMapping, compile_path, select
+from processors.normalise.jsonpush import parse_polled
+from producers.poller import PollerConfig, mapping_params, poll_once, run_poller
 
 SCADA_BODY = json.dumps({"status": "ok", "data": [
     {"tag": "p227", "t": "2019-01-01T00:00:00Z", "v": 83.93},
@@ -124,13 +123,13 @@ async def test_poll_once_submits_the_raw_body_and_parse_polled_reads_it(upstream
         "ltown", "poller:scada", "application/json", SCADA_BODY)
     assert call["params"] == mapping_params(config(upstream.url))
 
-    r = parse_polled(call["body"], call["params"])
+    r = parse_polled(call["body"], call["params"], received_at_ns=JAN1_2019_NS)
     by_id = {s.sensor_id: s for s in r.series}
     assert by_id["p227"].timestamps_ns == [JAN1_2019_NS, JAN1_2019_NS + 300 * 10**9]
     assert by_id["p227"].values == pytest.approx([83.93 / 3600, 84.5 / 3600])
     assert (by_id["T1"].unit, by_id["T1"].values) == ("m", [3.1])
     assert [(x.row, x.sensor_id, x.reason) for x in r.rejected] == [(4, "p235", "naive_time")]
-    assert (r.lines_received, r.lines_accepted, r.values_received) == (4, 3, 4)
+    assert (r.rows_received, r.rows_accepted, r.values_received) == (4, 3, 4)
 
 
 @pytest.mark.parametrize(("reply", "error"), [
@@ -234,7 +233,7 @@ def test_paths():
 
 def test_mapping_validation():
     with pytest.raises(ValidationError):
-        PollMapping(units={"p1": "furlong"})
+        PollMapping(units={"p1": "bogus"})
     with pytest.raises(ValidationError):
         PollMapping(timezone="Mars/Olympus")
     with pytest.raises(ValidationError):
@@ -252,22 +251,22 @@ def test_parse_polled_wall_clock_and_epoch_formats():
     body = json.dumps({"rows": [{"0": "01/01/2019 01:00", "1": 310},
                                 {"0": "31/10/2021 02:30", "1": 311},
                                 {"0": "01/01/2019 01:05", "1": None}]}).encode()
-    r = parse_polled(body, {"mapping": m.model_dump_json()})
+    r = parse_polled(body, {"mapping": m.model_dump_json()}, received_at_ns=JAN1_2019_NS)
     assert (r.series[0].sensor_id, r.series[0].timestamps_ns, r.series[0].values) == (
         "T1", [JAN1_2019_NS], [3.1])
-    assert [x.reason for x in r.rejected] == ["ambiguous_time", "missing_value"]
+    assert [x.reason for x in r.rejected] == ["ambiguous_local_time", "missing"]
 
     epoch = PollMapping(ts_format="epoch_s", units={"a": "m"})
     r = parse_polled(b'[{"sensor": "a", "ts": 1546300800, "value": 1}, {"x": 1}]',
-                     {"mapping": epoch.model_dump_json()})
+                     {"mapping": epoch.model_dump_json()}, received_at_ns=JAN1_2019_NS)
     assert r.series[0].timestamps_ns == [JAN1_2019_NS]
-    assert [x.reason for x in r.rejected] == ["invalid_item"]
+    assert [x.reason for x in r.rejected] == ["malformed_row"]
 
 
 def test_parse_polled_refuses_bad_params_and_bodies():
     with pytest.raises(TenantConfigError):
-        parse_polled(b"[]", {})
+        parse_polled(b"[]", {}, received_at_ns=0)
     with pytest.raises(TenantConfigError):
-        parse_polled(b"[]", {"mapping": '{"items": 3}'})
+        parse_polled(b"[]", {"mapping": '{"items": 3}'}, received_at_ns=0)
     with pytest.raises(ContractError):
-        parse_polled(b"<html>", {"mapping": PollMapping().model_dump_json()})
+        parse_polled(b"<html>", {"mapping": PollMapping().model_dump_json()}, received_at_ns=0)

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.units import to_si
-from producers.formats.tabular import ParsedChunk, UnparseableFile, parse_tabular, summarise
-from producers.mapping import SourceMapping
+from processors.normalise.tabular import ParsedChunk, UnparseableFile, parse_tabular, summarise
+from contracts.mapping import SourceMapping
 
 MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
 ROME = ZoneInfo("Europe/Rome")

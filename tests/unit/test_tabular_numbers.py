@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.formats.tabular import _Numbers
-from producers.mapping import SourceMapping
+from processors.normalise.numbers import Numbers as _Numbers
+from contracts.mapping import SourceMapping
 
 MAPPING = SourceMapping.from_yaml(b"""
 format: csv

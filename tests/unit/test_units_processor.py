@@ -10,7 +10,7 @@ import pytest
 from bus.components import Context
 from contracts.readings import ReadingsNormalised, ReadingsRejected, ReadingsReported, Series
 from contracts.units import to_si
-from processors import units
+from processors.normalise import reported as units
 
 T = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -38,13 +38,13 @@ def test_conversions(unit, value, si_unit, expected):
 def test_converts_and_accounts_for_every_value():
     e = event(Series(sensor_id="q", unit="L/s", timestamps_ns=[1, 2, 3],
                      values=[1.0, math.nan, 3.0]),
-              Series(sensor_id="x", unit="furlongs", timestamps_ns=[1, 2], values=[1.0, 2.0]))
+              Series(sensor_id="x", unit="bogus", timestamps_ns=[1, 2], values=[1.0, 2.0]))
     out = units.handle(e, ctx(e))
     norm, rej = out
     assert isinstance(norm, ReadingsNormalised) and isinstance(rej, ReadingsRejected)
     assert norm.series[0].values == [0.001, 0.003] and norm.series[0].timestamps_ns == [1, 3]
     assert norm.series[0].unit == "m3/s"
-    assert {(r.reason, r.count) for r in rej.rejected} == {("not_finite", 1), ("unknown_unit", 2)}
+    assert {(r.reason, r.count) for r in rej.rejected} == {("missing", 1), ("unknown_unit", 2)}
     received = sum(len(s.values) for s in e.series)
     assert norm.reading_count + sum(r.count for r in rej.rejected) == received
     assert norm.causation_id == "in-1" and norm.correlation_id == "corr"

@@ -21,8 +21,8 @@ from contracts.base import Event
 from contracts.errors import ContractError, TenantConfigError
 from contracts.intake import COUNTERS, IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.readings import ReadingsNormalised, ReadingsRejected, Series
-from producers.formats import dispatch
-from producers.formats.tabular import ParsedChunk
+from processors.normalise import dispatch
+from processors.normalise.rules import ParsedChunk
 
 NAME = "normalise"
 ACCEPTS = (RawIntakeReceived,)

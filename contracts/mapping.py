@@ -1,4 +1,10 @@
-"""A tenant's source mapping: how to read one family of its files (CSV/XLSX) into readings.
+"""A tenant's source mapping: how to read one source of its data into readings.
+
+The one mapping model of every door: files (CSV/XLSX) need ``timestamp`` and units for
+their sensors; push doors (line protocol, JSON push, pollers) use ``sensors`` to rename
+keys, set units and ranges, ``timestamp`` to place wall-clock times without an offset,
+and ``missing_values`` and ``window`` as files do.  A pure schema (pydantic): the
+normalise processor applies it, the adapters and the CLI validate it.
 
 Onboarding a new file format means writing one of these as YAML, not code::
 
@@ -15,11 +21,15 @@ Onboarding a new file format means writing one of these as YAML, not code::
       column: Timestamp         # or a list joined with one space: [Date, Time]
       format: "%Y-%m-%d %H:%M:%S"   # strptime, or iso | excel-serial | epoch-s | epoch-ms
       timezone: UTC             # IANA name of the wall clock the file is written in
-      ambiguous: infer          # repeated autumn hour: infer (1st = summer time) | dst | standard
+      ambiguous: infer          # repeated autumn hour: infer (1st = summer time) | dst |
+                                # standard | reject (ambiguous_local_time); default: infer
+                                # for files, reject for push doors (a push holds one pass)
     missing_values: ["#N/A", "NaN", "-"]   # blank cells are always missing
     unknown_columns: reject     # reject | ignore (wide layout)
     sensors:
       p227: {id: p227, unit: m3/h, range: [0, 500]}   # range in `unit`, either end may be null
+    window: {future_days: 7}    # readings dated more than this after the upload arrived,
+                                # or before 1970-01-01, are rejected (implausible_time)
 
 Long layout adds ``sensor_column``, ``value_column`` and optionally ``unit_column``;
 ``sensors`` is then keyed by the sensor code found in ``sensor_column``.
@@ -44,10 +54,10 @@ from pydantic import (
 
 from contracts.errors import TenantConfigError
 from contracts.readings import SENSOR_ID_RE
-from contracts.units import known_units, to_si
+from contracts.units import to_si, unit_problem
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
-TIME_KEYWORDS = ("iso", "excel-serial", "epoch-s", "epoch-ms")
+TIME_KEYWORDS = ("iso", "auto", "excel-serial", "epoch-s", "epoch-ms", "epoch-us", "epoch-ns")
 DEFAULT_MISSING = ["NaN", "nan", "NA", "N/A", "#N/A", "null", "NULL", "-"]
 
 
@@ -59,7 +69,7 @@ class SensorSpec(_Strict):
     """One sensor: the tenant's id, the unit values are written in, an optional physical range."""
 
     id: str
-    unit: str
+    unit: str | None = None  # files: required; push doors: else the unit sent with the data
     range: tuple[float | None, float | None] | None = None  # inclusive, in ``unit``
 
     @field_validator("id")
@@ -71,9 +81,9 @@ class SensorSpec(_Strict):
 
     @field_validator("unit")
     @classmethod
-    def _unit_known(cls, v: str) -> str:
-        if to_si(v) is None:
-            raise ValueError(f"unknown unit {v!r}; known units: {', '.join(known_units())}")
+    def _unit_known(cls, v: str | None) -> str | None:
+        if v is not None and (problem := unit_problem(v)):
+            raise ValueError(problem)
         return v
 
     @field_validator("range")
@@ -83,10 +93,18 @@ class SensorSpec(_Strict):
             raise ValueError(f"expected [min, max] with min <= max, got [{v[0]}, {v[1]}]")
         return v
 
-    def si_range(self) -> tuple[float, float]:
+    @model_validator(mode="after")
+    def _range_needs_unit(self) -> SensorSpec:
+        if self.range is not None and self.unit is None:
+            raise ValueError("range: needs the sensor's unit (the range is in that unit)")
+        return self
+
+    def si_range(self, unit: str | None = None) -> tuple[float, float]:
         """The physical range converted to SI (open ends become -inf/+inf)."""
-        _, factor, offset = to_si(self.unit)  # type: ignore[misc]  (validated)
         lo, hi = self.range or (None, None)
+        if lo is None and hi is None:
+            return -float("inf"), float("inf")
+        _, factor, offset = to_si(self.unit or unit)  # type: ignore[misc]  (validated)
         return (-float("inf") if lo is None else lo * factor + offset,
                 float("inf") if hi is None else hi * factor + offset)
 
@@ -94,13 +112,15 @@ class SensorSpec(_Strict):
 class TimestampSpec(_Strict):
     """Where the time of a row is and how to read it.  Wall-clock time in ``timezone``."""
 
-    column: str | list[str]
-    format: str = "iso"
-    timezone: str
-    ambiguous: Literal["infer", "dst", "standard"] = "infer"
+    column: str | list[str] | None = None  # files: required; push doors: not used
+    format: str = "iso"  # auto (push doors): ISO text or epoch-ms numbers
+    timezone: str | None = None  # files: required; push doors: None = times need an offset
+    ambiguous: Literal["infer", "dst", "standard", "reject"] | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
+        if self.column is None:
+            return ()
         return (self.column,) if isinstance(self.column, str) else tuple(self.column)
 
     @field_validator("column", mode="before")
@@ -129,13 +149,35 @@ class TimestampSpec(_Strict):
 
     @field_validator("timezone")
     @classmethod
-    def _zone_known(cls, v: str) -> str:
+    def _zone_known(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"expected an IANA time zone such as 'Europe/Rome', 'UTC' or "
                              f"'Etc/GMT-1' (fixed UTC+1), got {v!r}") from None
         return v
+
+
+class TimeWindow(_Strict):
+    """Which reading times are plausible.  Earlier than ``earliest`` (never before
+    1970-01-01: the store holds no earlier time) or more than ``future_days`` after the
+    upload arrived: rejected as ``implausible_time``.  Day-ahead prices and schedules are
+    dated in the future, so the default allows a week."""
+
+    earliest: datetime = datetime(1970, 1, 1)
+    future_days: float = Field(default=7.0, ge=0, le=3660)
+
+    @field_validator("earliest")
+    @classmethod
+    def _not_before_epoch(cls, v: datetime) -> datetime:
+        naive = v.replace(tzinfo=None) if v.tzinfo is None else v.astimezone(
+            ZoneInfo("UTC")).replace(tzinfo=None)
+        if naive < datetime(1970, 1, 1):
+            raise ValueError(f"expected 1970-01-01 or later (the store keeps no earlier "
+                             f"time), got {v.isoformat()}")
+        return naive
 
 
 class SourceMapping(_Strict):
@@ -152,14 +194,15 @@ class SourceMapping(_Strict):
     skip_rows: int = Field(default=0, ge=0)
     sheet: str | int | None = None  # xlsx: name or 0-based index; None = first sheet
     layout: Literal["wide", "long"] = "wide"
-    timestamp: TimestampSpec
+    timestamp: TimestampSpec | None = None  # files: required
     missing_values: list[str] = Field(default_factory=lambda: list(DEFAULT_MISSING))
     unknown_columns: Literal["reject", "ignore"] = "reject"
     require_final_newline: bool = True  # csv: an unterminated last line is taken as truncated
     sensor_column: str | None = None  # long layout
     value_column: str | None = None  # long layout
     unit_column: str | None = None  # long layout, optional
-    sensors: dict[str, SensorSpec]
+    sensors: dict[str, SensorSpec] = Field(default_factory=dict)
+    window: TimeWindow = Field(default_factory=TimeWindow)
 
     _raw: bytes | None = PrivateAttr(default=None)
 
@@ -189,14 +232,25 @@ class SourceMapping(_Strict):
     @field_validator("sensors", mode="before")
     @classmethod
     def _sensor_keys_text(cls, v: Any) -> Any:
-        return {_as_name(k): s for k, s in v.items()} if isinstance(v, dict) else v
+        if not isinstance(v, dict):
+            return v
+        # an entry without an id keeps its key as the sensor id
+        return {_as_name(k): ({"id": _as_name(k), **s} if isinstance(s, dict) and "id" not in s
+                              else s) for k, s in v.items()}
 
-    @field_validator("sensors")
-    @classmethod
-    def _some_sensors(cls, v: dict[str, SensorSpec]) -> dict[str, SensorSpec]:
-        if not v:
-            raise ValueError("expected at least one sensor")
-        return v
+    def file_problem(self) -> str | None:
+        """Why this mapping cannot read a CSV/XLSX file (None if it can)."""
+        if self.timestamp is None or not self.timestamp.columns:
+            return "timestamp.column: required to read a file (which column holds the time)"
+        if self.timestamp.timezone is None:
+            return ("timestamp.timezone: required to read a file (the IANA zone of its "
+                    "wall clock, e.g. Europe/Rome or UTC)")
+        if not self.sensors:
+            return "sensors: a file mapping needs at least one sensor"
+        no_unit = [k for k, s in self.sensors.items() if s.unit is None]
+        if no_unit:
+            return f"sensors.{no_unit[0]}.unit: required to read a file (the values' unit)"
+        return None
 
     @field_validator("sensor_column", "value_column", "unit_column", mode="before")
     @classmethod
@@ -236,6 +290,8 @@ class SourceMapping(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceMapping:
+        if self.format in ("csv", "xlsx") and (problem := self.file_problem()):
+            raise ValueError(problem)
         t = self.thousands
         if t is not None and (len(t) != 1 or t == self.decimal):
             raise ValueError(f"thousands: expected one character other than the decimal mark "
@@ -250,11 +306,13 @@ class SourceMapping(_Strict):
             given = [k for k, v in long_cols.items() if v is not None]
             if given:
                 raise ValueError(f"{given[0]}: only meaningful with layout long (layout is wide)")
-            clash = set(self.timestamp.columns) & set(self.sensors)
+            clash = set(self.timestamp.columns if self.timestamp else ()) & set(self.sensors)
             if clash:
                 raise ValueError(f"sensors: column {sorted(clash)[0]!r} is also a timestamp column")
         quantity: dict[str, tuple[str, str]] = {}
         for name, spec in self.sensors.items():
+            if spec.unit is None:
+                continue
             si_unit = to_si(spec.unit)[0]  # type: ignore[index]  (validated)
             other = quantity.setdefault(spec.id, (name, si_unit))
             if other[1] != si_unit:
@@ -288,3 +346,112 @@ def _describe(exc: ValidationError) -> str:
             msg = f"unknown field (got {err['input']!r})"
         parts.append(f"{path}: {msg}" if path else msg)
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- JSON paths and pollers
+
+_STEP = re.compile(r"\[(\*|\d+)\]")
+_KEY = re.compile(r"[^.\[\]]+")
+_TS_FORMATS = {"iso8601": "iso", "epoch_s": "epoch-s", "epoch_ms": "epoch-ms",
+               "epoch_us": "epoch-us", "epoch_ns": "epoch-ns"}
+
+Step = str | int | None  # key, list index, every list element
+
+
+def compile_path(path: str) -> tuple[Step, ...]:
+    """``"data[*].v"`` -> ``("data", None, "v")``; ValueError on bad syntax.
+
+    Dotted keys, ``[*]`` for every element of a list and ``[n]`` for one; ``""`` is
+    the node itself.
+    """
+    steps: list[Step] = []
+    for part in path.split(".") if path not in ("", "$") else ():
+        key = _KEY.match(part)
+        rest = part[key.end():] if key else part
+        if key:
+            steps.append(key.group())
+        pos = 0
+        for m in _STEP.finditer(rest):
+            if m.start() != pos:
+                break
+            steps.append(None if m.group(1) == "*" else int(m.group(1)))
+            pos = m.end()
+        if pos != len(rest) or (not key and not rest):
+            raise ValueError(f"bad path {path!r} at {part!r}: expected key, key[*] or key[n]")
+    return tuple(steps)
+
+
+def select(doc: Any, steps: tuple[Step, ...]) -> list[Any]:
+    """Every node ``steps`` reach from ``doc`` (missing keys reach nothing)."""
+    nodes = [doc]
+    for step in steps:
+        found: list[Any] = []
+        for node in nodes:
+            if step is None:
+                if isinstance(node, list):
+                    found.extend(node)
+            elif isinstance(step, int):
+                if isinstance(node, list) and step < len(node):
+                    found.append(node[step])
+            elif isinstance(node, dict) and step in node:
+                found.append(node[step])
+        nodes = found
+    return nodes
+
+
+class PollMapping(BaseModel):
+    """A poller's shorthand: where readings are in a polled JSON response.
+
+    ``items`` is evaluated on the response, the other paths on each item.  ``sensor``:
+    path to the sensor name in an item, or ``sensor_id`` for a response about one sensor.
+    Unit: ``units[sensor]`` if given, else the item's ``unit`` path.  ``ts_format``:
+    ``iso8601``, ``epoch_s|ms|us|ns`` or a ``strptime`` pattern; ``timezone`` (IANA)
+    places wall-clock times without an offset.  The rules come from the one mapping
+    model: ``source_mapping()``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    items: str = "[*]"
+    sensor: str = "sensor"
+    sensor_id: str | None = None
+    ts: str = "ts"
+    value: str = "value"
+    unit: str | None = None
+    units: dict[str, str] = {}
+    ts_format: str = "iso8601"
+    timezone: str | None = None
+
+    @field_validator("items", "sensor", "ts", "value", "unit")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None:
+            compile_path(v)
+        return v
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, v: dict[str, str]) -> dict[str, str]:
+        for u in v.values():
+            if problem := unit_problem(u):
+                raise ValueError(problem)
+        return v
+
+    @field_validator("ts_format")
+    @classmethod
+    def _ts_format(cls, v: str) -> str:
+        if v not in _TS_FORMATS and "%" not in v:
+            raise ValueError(f"ts_format must be one of {tuple(_TS_FORMATS)} or a strptime "
+                             f"pattern, got {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        return TimestampSpec._zone_known(v)
+
+    def source_mapping(self) -> SourceMapping:
+        return SourceMapping(
+            timestamp=TimestampSpec(format=_TS_FORMATS.get(self.ts_format, self.ts_format),
+                                    timezone=self.timezone),
+            sensors={k: SensorSpec(id=k, unit=u) for k, u in self.units.items()})

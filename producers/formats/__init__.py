@@ -1,1 +1,0 @@
-"""Parsers that turn a utility's files into readings, driven by a ``SourceMapping``."""
