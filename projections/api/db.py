@@ -41,7 +41,7 @@ RELEASE_TIMEOUT_S = 2.0  # returning a connection (rollback of a left-open trans
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
-    """On release to the pool: end a transaction left open (an export cut short).
+    """On release to the pool: end a transaction left open, if any.
 
     Replaces asyncpg's default reset, which sends PostgreSQL session-cleanup SQL
     (advisory locks, LISTEN, RESET ALL) that QuestDB has no use for: one round trip

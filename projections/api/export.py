@@ -34,7 +34,7 @@ from projections.api import queries
 
 HEADER = b"ts,value\n"
 CHUNK_BYTES = 64 * 1024
-CURSOR_ROWS = 5_000
+PAGE_ROWS = 10_000
 
 
 class Spool:
@@ -64,7 +64,7 @@ async def spool_csv(conn, tenant: str, q: queries.RangeQuery, memory_bytes: int)
     cut = False
     try:
         spool.write(HEADER)
-        async for page in queries.readings_pages(conn, tenant, q, CURSOR_ROWS):
+        async for page in queries.readings_pages(conn, tenant, q, PAGE_ROWS):
             if q.bucket is None and spool.rows + len(page) > q.limit:
                 page, cut = page[:q.limit - spool.rows], True
             spool.write(queries.csv_lines(page).encode())

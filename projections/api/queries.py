@@ -235,20 +235,30 @@ async def readings(db, tenant: str, q: RangeQuery) -> tuple[list[dict], bool]:
 
 
 async def readings_pages(conn, tenant: str, q: RangeQuery,
-                        page_rows: int = 5_000) -> AsyncIterator[list]:
-    """Rows ``(ts, value)`` in pages of up to ``page_rows``, read through a server-side
-    cursor in a transaction on ``conn`` (a connection, not a pool).  Raw queries read
-    ``q.limit + 1`` rows: one more than wanted says the limit cut the answer."""
-    async with conn.transaction():
-        page: list = []
-        async for r in conn.cursor(readings_sql(q), *readings_args(tenant, q, q.limit + 1),
-                                   prefetch=page_rows):
-            page.append(r)
-            if len(page) >= page_rows:
-                yield page
-                page = []
-        if page:
-            yield page
+                        page_rows: int = 10_000) -> AsyncIterator[list]:
+    """Rows ``(ts, value)`` of ``q`` in pages of up to ``page_rows``.
+
+    Raw queries read page by page on the timestamp (``ts`` is unique per tenant and
+    sensor: the dedup key), so no cursor or transaction stays open between pages, and
+    read ``q.limit + 1`` rows in all: one more than wanted says the limit cut the answer.
+    Downsampled queries (at most ``MAX_BUCKETS`` rows) are read at once.
+    """
+    if q.bucket is not None:
+        rows = await _fetch_or_empty(conn, readings_sql(q), *readings_args(tenant, q))
+        for i in range(0, len(rows), page_rows):
+            yield rows[i:i + page_rows]
+        return
+    sql, wanted = readings_sql(q), q.limit + 1
+    start, end = _naive_utc(q.start), _naive_utc(q.end)
+    while wanted > 0:
+        n = min(page_rows, wanted)
+        rows = await _fetch_or_empty(conn, sql, tenant, q.sensor, start, end, n)
+        if rows:
+            yield rows
+        if len(rows) < n:
+            return
+        wanted -= n
+        start = rows[-1][0] + timedelta(microseconds=1)  # QuestDB's resolution
 
 
 def csv_lines(rows) -> str:

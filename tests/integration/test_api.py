@@ -374,20 +374,23 @@ def test_openapi_documents_routes_and_auth(client):
     assert {"HTTPBearer", "APIKeyHeader"} <= set(doc["components"]["securitySchemes"])
 
 
-def test_csv_export_pages_through_the_cursor_and_frees_the_connection(api_settings, db,
+def test_csv_export_pages_through_the_range_and_frees_the_connection(api_settings, db,
                                                                         tokens, monkeypatch):
-    """More rows than one cursor page: every row arrives, and the one pooled connection is
+    """More rows than one page: every row arrives once, and the one pooled connection is
     free again for the next request (an export that kept it would hang that request)."""
     n = len(_data(A, "flow-1")["values"])
-    monkeypatch.setattr(export, "CURSOR_ROWS", 500)
+    monkeypatch.setattr(export, "PAGE_ROWS", 500)
     config = api_config(api_settings, pool_size=1, tenant_max_queries=1,
                         acquire_timeout_s=2, query_timeout_s=5)
     with TestClient(create_app(config)) as c:
         r = _readings(c, tokens["a"], "flow-1", T0, T0 + timedelta(days=2), format="csv",
                       limit=n)
         lines = r.text.splitlines()
-        assert n > export.CURSOR_ROWS and len(lines) == n + 2
+        assert n > export.PAGE_ROWS and len(lines) == n + 2
         assert lines[-1] == f"# end: {n} rows"
+        s = _data(A, "flow-1")
+        assert [ln.split(",")[0] for ln in lines[1:-1]] == [
+            _iso(datetime.fromtimestamp(t / 1e9, UTC)) for t in s["ts_ns"]]
         cut = _readings(c, tokens["a"], "flow-1", T0, T0 + timedelta(days=2), format="csv",
                         limit=100).text.splitlines()
         assert len(cut) == 102 and cut[-1].startswith("# end: 100 rows (limit 100 reached")
