@@ -166,6 +166,27 @@ async def test_slow_csv_downloads_of_one_tenant_do_not_stall_another(settings, d
                 writer.transport.abort()
 
 
+async def test_a_stalled_download_is_cut_off_and_frees_its_export_slot(settings, data,
+                                                                       tokens):
+    config = _config(settings, tokens, tenant_max_exports=1, export_stall_timeout_s=0.5)
+    path = (f"/v1/sensors/bulk/readings?format=csv&limit={BULK_ROWS}"
+            f"&start=2024-01-01T00:00:00Z&end=2024-04-01T00:00:00Z")
+    async with running_api(config, send_buffer=16384) as (app, client):
+        head, writer = await _slow_download(config.port, path, tokens[1]["a"])
+        try:
+            assert head.startswith(b"HTTP/1.1 200")
+            r = await client.get(path, headers=_auth(tokens, "a"))
+            _assert_json_error(r, 429, "too many requests")  # the one slot is taken
+            deadline = time.monotonic() + 10
+            while (await client.get("/readyz")).json()["tenants"]["exports"] \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            r = await client.get(path, headers=_auth(tokens, "a"))
+            assert r.status_code == 200 and r.text.endswith(f"# end: {BULK_ROWS} rows\n")
+        finally:
+            writer.transport.abort()
+
+
 async def test_a_tenant_past_its_query_share_waits_then_gets_429(settings, data, tokens):
     config = _config(settings, tokens, pool_size=4, tenant_max_queries=2,
                      acquire_timeout_s=0.5, query_timeout_s=5)
