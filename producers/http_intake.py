@@ -318,7 +318,8 @@ def create_intake_app(tokens: Tokens, submit: Submit, *,
                 f"or leave {name} out")
 
     @app.post("/api/v2/write", status_code=204)
-    async def write_v2(request: Request, org: str | None = None, orgID: str | None = None,  # noqa: N803
+    async def write_v2(request: Request, org: str | None = None,
+                       orgID: str | None = None,  # noqa: N803 - InfluxDB's parameter name
                        bucket: str | None = None, precision: str | None = None,
                        mapping: str | None = None) -> Response:
         record = _authorise(tokens, _header_token(request, ("token", "bearer"), _HOW), _HOW)

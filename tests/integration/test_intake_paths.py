@@ -13,13 +13,15 @@ import gzip
 import hashlib
 import json
 import random
+import time
 import uuid
 
 import httpx
 import pytest
 
 from bus.runner import Runner
-from bus.storage import put_mapping
+from bus.storage import INTAKE_BUCKET, put_mapping
+from contracts.errors import TransientError
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.registry import decode
 from bus.tokens import TokenStore
@@ -28,7 +30,7 @@ from ops.service import wait_caught_up
 from ops.wiring import questdb
 from producers.dropfolder import DropFolder
 from producers.http_intake import create_intake_app, serve_intake
-from producers.intake import CONTENT_TYPES, Intake
+from producers.intake import CONTENT_TYPES, IdempotencyConflict, Intake
 from tests.conftest import REPO, free_port
 from tests.helpers import eventually, stream_messages
 
@@ -214,7 +216,7 @@ async def test_line_protocol_and_json_push_over_http(nc, fast_settings):
             await eventually(ping, timeout_s=10, what="intake server up")
 
             gz = gzip.compress(LINE_PROTOCOL)
-            lp = dict(params={"precision": "s", "org": "utility", "bucket": "scada"},
+            lp = dict(params={"precision": "s", "bucket": "scada"},
                       content=gz, headers={"Content-Encoding": "gzip"})
             refused = [
                 await http.post("/api/v2/write", **lp),
@@ -241,7 +243,7 @@ async def test_line_protocol_and_json_push_over_http(nc, fast_settings):
     received = {e.event_id: e for e in await intake_events(nc, tenant, "received")}
     assert sorted(received) == sorted([lp_id, json_id])  # the refused requests left nothing
     assert received[lp_id].source == "line-protocol"
-    assert received[lp_id].params == {"precision": "s", "org": "utility", "bucket": "scada"}
+    assert received[lp_id].params == {"precision": "s", "bucket": "scada"}
     assert received[lp_id].size_bytes == len(LINE_PROTOCOL)  # stored inflated
     assert received[json_id].source == "json-push"
     assert [e.event_id for e in await intake_events(nc, other, "received")] == [other_id]
@@ -259,6 +261,66 @@ async def test_line_protocol_and_json_push_over_http(nc, fast_settings):
     assert _approx_equal(got, want), (got, want)
     assert _approx_equal(readings_of(fast_settings, other), LP_WANT)
     assert not await stream_messages(nc, "DEADLETTER")
+
+
+# ---------------------------------------------------------------- dedup rule per door
+
+
+async def test_files_are_ingested_once_per_content_pushes_once_per_request(nc):
+    """Files carry their data's identity (timestamps): the same bytes again are a
+    duplicate.  A push is new data each time (line protocol without timestamps takes the
+    receive time), unless the client retries under the same Idempotency-Key."""
+    js = nc.jetstream()
+    tenant = _tenant("dedup")
+    intake = Intake(js, nc=nc)
+    body = b"flow,site=x,unit=m3/h value=1\n"
+    lp = dict(tenant=tenant, source="line-protocol", content_type="text/x-influx-line-protocol")
+
+    files = [await intake.submit_detailed(**lp, body=body, filename="a.lp") for _ in range(2)]
+    assert [f.duplicate for f in files] == [False, True]
+    assert files[0].event == files[1].event
+
+    pushes = [await intake.submit_detailed(**lp, body=body, identity="request")
+              for _ in range(3)]
+    assert not any(p.duplicate for p in pushes)
+    assert len({p.event.event_id for p in pushes}) == 3
+    assert len({p.event.occurred_at for p in pushes}) == 3  # each its own receive time
+    assert {p.event.object_name for p in pushes} == {files[0].event.object_name}
+
+    keyed = [await intake.submit_detailed(**lp, body=body, identity="request",
+                                          idempotency_key="retry-me") for _ in range(2)]
+    assert [k.duplicate for k in keyed] == [False, True]
+    assert keyed[0].event == keyed[1].event
+    with pytest.raises(IdempotencyConflict, match="retry-me"):
+        await intake.submit(**lp, body=b"flow,site=x,unit=m3/h value=2\n", identity="request",
+                            idempotency_key="retry-me")
+
+    received = await intake_events(nc, tenant, "received")
+    assert sorted(e.event_id for e in received) == sorted(
+        [files[0].event.event_id, *(p.event.event_id for p in pushes), keyed[0].event.event_id])
+    store = await js.object_store(INTAKE_BUCKET)
+    info = await store.get_info(files[0].event.object_name)
+    assert (info.size, info.chunks) == (len(body), 1)
+
+
+async def test_nats_down_is_a_transient_error_at_once_and_files_stay(fast_settings, tmp_path):
+    """Seen: a NATS timeout escaped ``DropFolder.scan`` and the intake service exited."""
+    closed = await wiring.nats_connection(fast_settings, name="tagus-tests-closed")
+    await closed.close()
+    root = tmp_path / "drop"
+    (root / "acme" / "flows").mkdir(parents=True)
+    waiting = root / "acme" / "flows" / "a.csv"
+    waiting.write_bytes(b"time,s1\n1704067200,1\n")
+    for intake in (Intake(closed.jetstream(), nc=closed), Intake(closed.jetstream())):
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="NATS"):
+            await intake.submit(tenant="acme", source="line-protocol", body=b"m v=1\n",
+                                content_type="text/x-influx-line-protocol", identity="request")
+        assert time.monotonic() - started < 1.0
+        drop = DropFolder(root, intake, settle_s=0)
+        assert await drop.scan() == []  # first sight
+        assert await drop.scan() == []  # settled, submit fails: no exception, file stays
+        assert drop.waiting and waiting.exists()
 
 
 # ---------------------------------------------------------------- malformed uploads
@@ -295,7 +357,7 @@ async def test_malformed_uploads_end_in_a_clear_outcome(nc, fast_settings, share
         "garbage.json": ("application/json", b"{not json", None, IntakeFailed, "unparseable",
                          "JSON"),
         "garbage.lp": ("text/x-influx-line-protocol", b"no fields here\n\x00\x01\x02 x\n", None,
-                       IntakeParsed, "malformed_line", ""),
+                       IntakeParsed, "malformed_row", ""),
     }
     intake = Intake(js)
     ids = {}
