@@ -86,17 +86,21 @@ class DropFolder:
         self.settle_s = settle_s
         self.seen: dict[Path, Seen] = {}
         self.waiting = False  # the last pass left settled files behind (NATS down)
+        self._failed: Path | None = None  # tried last in the next pass: never blocks others
 
     async def scan(self) -> list[str]:
         """One pass: submit every settled file; returns a line per file handled.
 
         Stops at the first ``TransientError`` (NATS down): the rest would fail the same
-        way.  ``waiting`` then says that files are left to retry.
+        way.  ``waiting`` then says that files are left to retry; the file that failed
+        goes last in the next pass, so a file that keeps failing holds up no other.
         """
         done = []
         self.waiting = False
         now = time.monotonic()
-        for tenant, mapping_id, path in candidates(self.root):
+        failed, self._failed = self._failed, None
+        for tenant, mapping_id, path in sorted(candidates(self.root),
+                                               key=lambda c: c[2] == failed):
             try:
                 if not settled(self.seen, path, now, self.settle_s):
                     continue
@@ -109,7 +113,7 @@ class DropFolder:
             except TransientError as e:
                 log.warning("drop folder submit failed; files stay and are retried",
                             file=str(path), error=str(e))
-                self.waiting = True
+                self.waiting, self._failed = True, path
                 break
             except TagusError as e:
                 target = _move(path, REJECTED, f"{type(e).__name__}: {e}")

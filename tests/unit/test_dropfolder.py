@@ -97,3 +97,23 @@ async def test_run_backs_off_while_files_wait_and_never_exits(tmp_path):
     stop.set()
     await asyncio.wait_for(task, 2)
     assert not list((tmp_path / "ltown" / "flows").glob("*.csv"))
+
+
+async def test_a_file_that_keeps_failing_holds_up_no_other(tmp_path):
+    folder = _layout(tmp_path, ["a.csv", "b.csv"])
+    intake = _FlakyIntake()
+    submit = intake.submit_detailed
+
+    async def a_always_fails(**kw):
+        if kw["filename"] == "a.csv":
+            raise TransientError("JetStream refused it")
+        intake.down = False
+        return await submit(**kw)
+
+    intake.submit_detailed = a_always_fails
+    drop = DropFolder(tmp_path, intake, settle_s=0)
+    assert await drop.scan() == []
+    assert await drop.scan() == []  # a.csv failed first; the pass stopped
+    (line,) = await drop.scan()  # a.csv goes last now
+    assert line.startswith("b.csv: ingested as")
+    assert [p.name for p in folder.iterdir() if p.is_file()] == ["a.csv"]
