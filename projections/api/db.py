@@ -90,7 +90,6 @@ class Database:
     async def session(self, tenant: str) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection for ``tenant``'s queries, bounded as the module says."""
         c = self.config
-        conn: asyncpg.Connection | None = None
         deadline = asyncio.timeout(c.query_timeout_s)
         try:
             async with deadline, self.limits.query(tenant), self._pool_slot():

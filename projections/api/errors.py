@@ -1,4 +1,4 @@
-"""Every error the API answers, as JSON: ``{"error", "detail"}`` (+ ``"parameter"``, + ``"retry_after_s"``).
+"""Every error the API answers, as JSON ``{"error", "detail"}`` (+ parameter, retry_after_s).
 
 One class per cause, each a subclass of the Tagus error it is (``contracts.errors``);
 ``install`` maps them to HTTP.  What a client can cause is a 4xx whose ``detail``
