@@ -37,6 +37,7 @@ from opentelemetry import trace
 
 from bus import resources, tracing
 from bus.publish import publish
+from bus.pull import Puller
 from bus.subjects import tenant_of_subject
 from bus.components import Component, Context, Processor, Projection
 from bus.topology import ConsumerSpec, consumer_for
@@ -74,7 +75,7 @@ class Runner:
     def __init__(
         self, nc: Client, component: Component, consumer: ConsumerSpec, *,
         batch: int = 100, fetch_timeout_s: float = 1.0,
-        select: Callable[[Msg], bool] | None = None,
+        select: Callable[[Msg], bool] | None = None, max_bytes: int | None = None,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
@@ -84,6 +85,7 @@ class Runner:
         cap = getattr(component, "max_batch", None)
         self.batch = min(batch, cap) if cap else batch
         self.fetch_timeout_s = fetch_timeout_s
+        self.max_bytes = max_bytes  # per fetch (bus.pull.Puller: at least 16 MiB)
         self.select = select  # replay bounds: messages it refuses are acked, not handled
         self.stats = RunnerStats()
         self._last_error: dict[int, str] = {}
@@ -96,21 +98,18 @@ class Runner:
         if isinstance(self.component, Projection) and self.component.prepare:
             await asyncio.to_thread(self.component.prepare)
         advisory = await self._watch_max_deliveries()
-        sub = None
+        puller = Puller(self.nc, self.consumer.stream, self.consumer.durable,
+                        max_bytes=self.max_bytes)
         try:
             while not stop.is_set():
                 try:
-                    if sub is None:
-                        sub = await self.js.pull_subscribe_bind(
-                            self.consumer.durable, stream=self.consumer.stream
-                        )
-                    msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout_s)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                    continue  # nothing pending: nats-py raises instead of returning []
+                    msgs = await puller.fetch(self.batch, timeout=self.fetch_timeout_s)
                 except _TRANSPORT_ERRORS as e:
                     self._log.warning("fetch failed; retrying", error=repr(e))
                     await asyncio.sleep(0.5)
-                    sub = await self._reset(sub)
+                    await puller.close()
+                    continue
+                if not msgs:
                     continue
                 self.stats.batches += 1
                 if self.select is not None:
@@ -124,8 +123,7 @@ class Runner:
         finally:
             if advisory is not None:
                 await advisory.unsubscribe()
-            if sub is not None:
-                await self._reset(sub)
+            await puller.close()
         return self.stats
 
     async def _skip_unselected(self, msgs: list[Msg]) -> list[Msg]:
@@ -137,14 +135,6 @@ class Runner:
                 await msg.ack()
                 self.stats.skipped += 1
         return keep
-
-    async def _reset(self, sub):
-        if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - best effort on a broken subscription
-                pass
-        return None
 
     # ------------------------------------------------------------ processors
 
@@ -325,7 +315,9 @@ class Runner:
             stream_seq=stream_seq, subject=subject, payload=payload, headers=headers,
             error_kind=kind, reason=reason, deliveries=deliveries,
         )
-        await publish(self.js, event)
+        ack = await publish(self.js, event)
+        if ack.duplicate:  # the same message parked already (last delivery + advisory)
+            return
         self.stats.dead_lettered += 1
         self._log.error("dead-lettered", stream_seq=stream_seq, subject=subject,
                         error_kind=kind, reason=reason, deliveries=deliveries)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from bus.components import Projection
 from contracts.base import Event
+from contracts.errors import ContractError
 from contracts.readings import ReadingsNormalised
 from projections.questdb import QuestDB, TableWriter
 
@@ -73,9 +74,35 @@ def frame(events: Sequence[Event]) -> pd.DataFrame:
     })
 
 
+# QuestDB's designated timestamp: microseconds from 1970 to 294247 (the client refuses
+# negative ones).  Normalisation keeps readings inside its window; this guards old events.
+_STORABLE_NS = (0, 9_999 * 365 * 86_400 * 10**9)
+
+
+class PartlyWritten(ContractError):
+    """Some rows of an event cannot be stored; the others were written."""
+
+
 class ReadingsWriter(TableWriter):
     def __init__(self, db: QuestDB) -> None:
         super().__init__(db, TABLE, DDL, frame, ["tenant", "sensor", "unit"])
+
+    def write(self, events) -> None:
+        """Write every storable row; a row the store cannot hold never takes the good rows
+        of its batch down with it: they are written, then ``PartlyWritten`` names the
+        others (the runner isolates the event and dead-letters it with that reason)."""
+        df = self.frame(events)
+        ns = df["ts"].astype("int64") if not df.empty else None
+        bad = ((ns < _STORABLE_NS[0]) | (ns > _STORABLE_NS[1])) if ns is not None else None
+        if bad is None or not bad.any():
+            self.db.write_frame(self.table, df, symbols=self.symbols)
+            return
+        self.db.write_frame(self.table, df[~bad], symbols=self.symbols)
+        shown = df[bad].head(3)
+        examples = ", ".join(f"{r.sensor}@{r.ts.isoformat()}" for r in shown.itertuples())
+        raise PartlyWritten(f"{int(bad.sum())} of {len(df)} readings have a time the store "
+                            f"cannot hold (before 1970 or after 9999), e.g. {examples}; the "
+                            f"other {int((~bad).sum())} were written")
 
 
 def projection(db: QuestDB) -> Projection:

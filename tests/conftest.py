@@ -99,10 +99,14 @@ async def nc(fast_settings):
     """A NATS connection to a JetStream emptied for this test, topology ensured."""
     from bus.topology import ensure_topology
     from ops import wiring
-    from tests.helpers import reset_jetstream
+    from tests.helpers import assert_accepted_were_stored, reset_jetstream
 
     conn = await wiring.nats_connection(fast_settings, name="tagus-tests")
     await reset_jetstream(conn)
     await ensure_topology(conn.jetstream(), wiring.topology(fast_settings))
     yield conn
-    await conn.drain()
+    try:
+        if conn.is_connected:  # the readings invariant, after every test on the bus
+            await assert_accepted_were_stored(conn, fast_settings)
+    finally:
+        await conn.drain()

@@ -29,7 +29,8 @@ from processors.normalise.numbers import Numbers, stamp_text
 from processors.normalise.rules import DAY_NS, NAT
 
 _EXCEL_EPOCH_DAYS = 25_569  # 1899-12-30 .. 1970-01-01
-_YEAR_1900_NS, _YEAR_2200_NS = -2_208_988_800 * 10**9, 7_258_118_400 * 10**9
+# readable instants: what int64 ns (pandas) can hold; plausibility is the window's job
+_FIRST_NS, _LAST_NS = pd.Timestamp.min.value + 1, pd.Timestamp.max.value
 _EPOCH_NS = {"epoch-s": 10**9, "epoch-ms": 10**6, "epoch-us": 10**3, "epoch-ns": 1}
 
 class Clock:
@@ -112,7 +113,7 @@ class Clock:
             ns = v * _EPOCH_NS[fmt]
         else:
             ns = round(v * _EPOCH_NS[fmt] / 10**3) * 10**3 if fmt != "epoch-ns" else round(v)
-        return (fmt != "excel-serial", ns) if _YEAR_1900_NS <= ns < _YEAR_2200_NS else (False, NAT)
+        return (fmt != "excel-serial", ns) if _FIRST_NS <= ns < _LAST_NS else (False, NAT)
 
     def _parse_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         fmt, n = self.spec.format, len(texts)
@@ -137,8 +138,7 @@ class Clock:
                                      errors="coerce", utc=utc)
                 if utc:
                     got = got.dt.tz_localize(None)
-                got = got.where(got.notna() & (got >= pd.Timestamp("1900-01-01"))
-                                & (got < pd.Timestamp("2200-01-01")))
+                got = got.where(got.notna())
                 target[mask] = got.astype("datetime64[ns]").to_numpy().view(np.int64)
         return wall, fixed
 
@@ -197,6 +197,6 @@ def _native_ns(moment: datetime) -> int:
     stamp = pd.Timestamp(moment)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
-    if not pd.Timestamp("1900") <= stamp < pd.Timestamp("2200"):
+    if not pd.Timestamp.min < stamp < pd.Timestamp.max:
         return NAT
     return round(stamp.as_unit("ns").value / 10**6) * 10**6

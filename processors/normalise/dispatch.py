@@ -13,8 +13,8 @@ from typing import BinaryIO
 
 from contracts.errors import ContractError, TenantConfigError
 from contracts.mapping import SourceMapping
-from processors.normalise.jsonpush import parse_json_push, parse_polled
-from processors.normalise.lineprotocol import parse_line_protocol
+from processors.normalise.jsonpush import iter_json_push, iter_polled
+from processors.normalise.lineprotocol import iter_line_protocol
 from processors.normalise.rules import ParsedChunk
 from processors.normalise.tabular import parse_tabular
 
@@ -43,13 +43,13 @@ def parse(content_type: str, payload: BinaryIO, mapping_text: bytes | None,
         return parse_tabular(payload, mapping, chunk_rows=rows, received_at_ns=received_at_ns)
     mapping = SourceMapping.from_yaml(mapping_text) if mapping_text is not None else None
     if content_type == LINE_PROTOCOL:
-        return iter([parse_line_protocol(
+        return iter_line_protocol(
             iter(lambda: payload.read(1 << 20), b""), received_at_ns=received_at_ns,
-            precision=params.get("precision", "ns"), mapping=mapping)])
+            precision=params.get("precision", "ns"), mapping=mapping)
     if content_type == JSON:
         body = payload.read()
         if source.startswith("poller:"):
-            return iter([parse_polled(body, dict(params), received_at_ns=received_at_ns)])
-        return iter([parse_json_push(body, mapping=mapping, received_at_ns=received_at_ns)])
+            return iter_polled(body, dict(params), received_at_ns=received_at_ns)
+        return iter_json_push(body, mapping=mapping, received_at_ns=received_at_ns)
     raise UnsupportedFormat(f"no parser for content type {content_type!r}; known: "
                             f"{sorted(TABULAR | {LINE_PROTOCOL, JSON})}")

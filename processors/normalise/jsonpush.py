@@ -21,7 +21,7 @@ Then the one rulebook (``processors.normalise.push``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -30,8 +30,8 @@ from pydantic import ValidationError
 from contracts.errors import ContractError, TenantConfigError
 from contracts.mapping import PollMapping, SourceMapping, compile_path, select
 from contracts.push import decode_push_body
-from processors.normalise.push import PushRecords
-from processors.normalise.rules import ParsedChunk
+from processors.normalise.push import CHUNK_ROWS, PushRecords
+from processors.normalise.rules import ParsedChunk, merge
 
 
 class _Reading(msgspec.Struct):
@@ -52,16 +52,22 @@ _reading_decoder = msgspec.json.Decoder(_Reading)
 _columns_decoder = msgspec.json.Decoder(_Columns)
 
 
-def parse_json_push(body: bytes, *, mapping: SourceMapping | None = None,
-                    received_at_ns: int) -> ParsedChunk:
-    """Parse a JSON push body into SI readings (see the module doc).
+def parse_json_push(body: bytes, **kw) -> ParsedChunk:
+    """The whole of a (small) body as one chunk; see ``iter_json_push``."""
+    return merge(iter_json_push(body, **kw))
 
-    Raises ContractError when the body itself is not a push body (then nothing in it
-    can be accounted for).
+
+def iter_json_push(body: bytes, *, mapping: SourceMapping | None = None,
+                   received_at_ns: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[ParsedChunk]:
+    """Parse a JSON push body into SI readings (see the module doc), ``chunk_rows`` items
+    per chunk.  Raises ContractError when the body itself is not a push body (then
+    nothing in it can be accounted for).
     """
     doc = decode_push_body(body)
-    records = PushRecords(mapping, received_at_ns)
+    records = PushRecords(mapping, received_at_ns, chunk_rows=chunk_rows)
     for row, raw in enumerate(doc.readings or (), start=1):
+        if records.full():
+            yield records.flush()
         records.row(row)
         try:
             item = _reading_decoder.decode(raw)
@@ -72,6 +78,8 @@ def parse_json_push(body: bytes, *, mapping: SourceMapping | None = None,
         records.add(row=row, key=item.sensor, raw=_json_text(item.value), value=item.value,
                     unit=item.unit, stamp=item.ts)
     for row, raw in enumerate(doc.series or (), start=len(doc.readings or ()) + 1):
+        if records.full():
+            yield records.flush()
         records.row(row)
         try:
             cols = _columns_decoder.decode(raw)
@@ -91,11 +99,16 @@ def parse_json_push(body: bytes, *, mapping: SourceMapping | None = None,
             for ts, value in zip(cols.ts, cols.values, strict=True):
                 records.add(row=row, key=cols.sensor, raw=_json_text(value), value=value,
                             unit=cols.unit, stamp=ts)
-    return records.finish()
+    yield records.finish()
 
 
-def parse_polled(body: bytes, params: Mapping[str, str], *,
-                 received_at_ns: int) -> ParsedChunk:
+def parse_polled(body: bytes, params: Mapping[str, str], **kw) -> ParsedChunk:
+    """The whole of a (small) polled body as one chunk; see ``iter_polled``."""
+    return merge(iter_polled(body, params, **kw))
+
+
+def iter_polled(body: bytes, params: Mapping[str, str], *, received_at_ns: int,
+                chunk_rows: int = CHUNK_ROWS) -> Iterator[ParsedChunk]:
     """Readings in SI units from a polled response and its intake params (pure).
 
     Each item reached by ``items`` is one row of the accounting.  Raises
@@ -114,11 +127,13 @@ def parse_polled(body: bytes, params: Mapping[str, str], *,
         doc = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise ContractError(f"polled body is not JSON: {e}") from None
-    records = PushRecords(poll.source_mapping(), received_at_ns)
+    records = PushRecords(poll.source_mapping(), received_at_ns, chunk_rows=chunk_rows)
     paths = {name: compile_path(p) for name, p in (
         ("sensor", poll.sensor), ("ts", poll.ts), ("value", poll.value),
         ("unit", poll.unit or ""))}
     for row, item in enumerate(select(doc, compile_path(poll.items)), start=1):
+        if records.full():
+            yield records.flush()
         records.row(row)
         sensor = poll.sensor_id or _first(item, paths["sensor"])
         if isinstance(sensor, int) and not isinstance(sensor, bool):
@@ -132,7 +147,7 @@ def parse_polled(body: bytes, params: Mapping[str, str], *,
         records.add(row=row, key=sensor, raw=_json_text(value), value=value,
                     unit=unit if isinstance(unit, str) else None,
                     stamp=_first(item, paths["ts"]))
-    return records.finish()
+    yield records.finish()
 
 
 def _first(item: Any, steps) -> Any:

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 from contracts.mapping import SourceMapping
 from contracts.push import PRECISION_NS, normalise_precision
-from processors.normalise.push import PushRecords
-from processors.normalise.rules import ParsedChunk
+from processors.normalise.push import CHUNK_ROWS, PushRecords
+from processors.normalise.rules import ParsedChunk, merge
 
 MAX_LINE_BYTES = 64 * 1024
 _RAW_KEEP = 200  # characters of offending input kept in a RejectedReading
@@ -203,11 +203,18 @@ def _iter_lines(data: bytes | Iterable[bytes], max_line_bytes: int
         yield lineno + 1, None if too_long else bytes(buf)
 
 
-def parse_line_protocol(
+def parse_line_protocol(data: bytes | Iterable[bytes], **kw) -> ParsedChunk:
+    """The whole of a (small) body as one chunk; see ``iter_line_protocol``."""
+    return merge(iter_line_protocol(data, **kw))
+
+
+def iter_line_protocol(
     data: bytes | Iterable[bytes], *, received_at_ns: int, precision: str = "ns",
     mapping: SourceMapping | None = None, max_line_bytes: int = MAX_LINE_BYTES,
-) -> ParsedChunk:
-    """Parse line protocol (bytes, or an iterable of byte chunks) into SI readings.
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[ParsedChunk]:
+    """Parse line protocol (bytes, or an iterable of byte chunks) into SI readings,
+    ``chunk_rows`` lines per chunk (memory does not grow with the body).
 
     ``precision``: unit of the timestamps (see ``contracts.push.normalise_precision``); a
     line without one is stamped ``received_at_ns`` (UTC epoch ns), as InfluxDB does.
@@ -215,8 +222,10 @@ def parse_line_protocol(
     becomes a ``RejectedReading``.
     """
     factor = PRECISION_NS[normalise_precision(precision)]
-    records = PushRecords(mapping, received_at_ns)
+    records = PushRecords(mapping, received_at_ns, chunk_rows=chunk_rows)
     for lineno, raw in _iter_lines(data, max_line_bytes):
+        if records.full():
+            yield records.flush()
         if raw is None:
             records.reject(row=lineno, sensor_id=None, raw="", reason="malformed_row",
                            detail=f"line longer than {max_line_bytes} bytes")
@@ -232,7 +241,7 @@ def parse_line_protocol(
             continue
         records.row(lineno)
         _collect_line(records, lineno, line, factor, received_at_ns)
-    return records.finish()
+    yield records.finish()
 
 
 def _collect_line(records: PushRecords, lineno: int, line: str, factor: int,

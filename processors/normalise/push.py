@@ -25,6 +25,7 @@ from processors.normalise.rules import (
 )
 
 PUSH_TIMESTAMP = TimestampSpec(format="auto")  # ISO text with offset, or epoch-ms numbers
+CHUNK_ROWS = 100_000  # rows (lines, items) per chunk
 
 
 @dataclass
@@ -40,16 +41,31 @@ class _Key:
 
 
 class PushRecords:
-    """Collects one upload's values; ``finish()`` checks them and does the accounting."""
+    """Collects one upload's values chunk by chunk; ``flush()`` checks the rows collected so
+    far and does their accounting (the rulebook's state, e.g. duplicates, lasts the upload).
 
-    def __init__(self, mapping: SourceMapping | None, received_at_ns: int) -> None:
+    Parsers add rows, and ``yield records.flush()`` whenever ``full()``: memory stays
+    bounded by ``chunk_rows`` rows (and the rejection cap), whatever the body's size.
+    """
+
+    def __init__(self, mapping: SourceMapping | None, received_at_ns: int, *,
+                 chunk_rows: int = CHUNK_ROWS) -> None:
         self.mapping = mapping or SourceMapping()
-        self.received_at_ns = received_at_ns
+        self.chunk_rows = chunk_rows
         self._numbers = Numbers(self.mapping)
         self._markers = frozenset(self.mapping.missing_values)
+        self._rules = Rulebook(Window.of(self.mapping.window, received_at_ns))
+        self._clock = Clock(self.mapping.timestamp or PUSH_TIMESTAMP, self._numbers,
+                            ambiguous="reject")
+        self._reset()
+
+    def _reset(self) -> None:
         self._rows: dict[int, int] = {}  # input row -> chunk index k
         self._keys: dict[tuple[str, str | None], _Key] = {}
         self._faults: list[tuple[int, str | None, str, str, str, int]] = []
+
+    def full(self) -> bool:
+        return len(self._rows) >= self.chunk_rows
 
     def row(self, row: int) -> int:
         """Count ``row`` as received (even if it yields no value)."""
@@ -97,11 +113,13 @@ class PushRecords:
             return (got, OK) if got is not None else (math.nan, IS_TEXT)
         return math.nan, IS_TEXT
 
-    def finish(self) -> ParsedChunk:
+    def flush(self) -> ParsedChunk | None:
+        """The rows collected since the last flush, checked and accounted; None if none."""
+        if not self._rows:
+            return None
         rows = sorted(self._rows, key=self._rows.__getitem__)
-        tally = Tally(rows)
-        rules = Rulebook(Window.of(self.mapping.window, self.received_at_ns))
-        clock = Clock(self.mapping.timestamp or PUSH_TIMESTAMP, self._numbers, ambiguous="reject")
+        rules, clock = self._rules, self._clock
+        tally = Tally(rows, rules.cap)
         for k, sensor_id, raw, reason, detail, count in self._faults:
             tally.reject_row(k, sensor_id, raw, reason, detail, count)
         for (key, unit), rec in self._keys.items():
@@ -137,4 +155,9 @@ class PushRecords:
                          np.asarray(rec.values, dtype=np.float64)[good],
                          np.asarray(rec.codes, dtype=np.int8)[good], raws,
                          non_numeric="expected a number")
+        self._reset()
         return tally.finish()
+
+    def finish(self) -> ParsedChunk:
+        """Everything still collected, as one chunk (an empty one if there is none)."""
+        return self.flush() or Tally([], self._rules.cap).finish()

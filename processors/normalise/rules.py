@@ -74,6 +74,27 @@ class ParsedChunk:
         return out
 
 
+def merge(chunks: Iterable[ParsedChunk]) -> ParsedChunk:
+    """One chunk holding several consecutive chunks of one upload (for callers that want
+    a whole small upload at once, e.g. tests)."""
+    chunks = list(chunks)
+    if len(chunks) == 1:
+        return chunks[0]
+    series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    for c in chunks:
+        for s in c.series:
+            ts, vs = series.setdefault((s.sensor_id, s.unit), ([], []))
+            ts.extend(s.timestamps_ns)
+            vs.extend(s.values)
+    counts = {k: sum(getattr(c, k) for c in chunks) for k in COUNTERS}
+    return ParsedChunk(
+        series=[Series(sensor_id=k[0], unit=k[1], timestamps_ns=t, values=v)
+                for k, (t, v) in series.items()],
+        rejected=[r for c in chunks for r in c.rejected], **counts,
+        first_row=chunks[0].first_row if chunks else 0,
+        last_row=chunks[-1].last_row if chunks else 0)
+
+
 def summarise(chunks: Iterable[ParsedChunk]) -> dict[str, Any]:
     """Totals over chunks: the counters, rejected cells by reason, accepted values by sensor."""
     out: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
@@ -141,14 +162,33 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
+class RejectionCap:
+    """Bounds the memory a bad upload can cost: at most ``per_reason`` itemised rejection
+    entries per upload and reason.  Beyond that, a chunk books one summary entry per
+    reason (``row`` None, ``count`` = the values not itemised), so counts stay exact."""
+
+    def __init__(self, per_reason: int = 1_000) -> None:
+        self.per_reason = per_reason
+        self.itemised: dict[str, int] = {}
+
+    def allow(self, reason: str) -> bool:
+        n = self.itemised.get(reason, 0)
+        if n >= self.per_reason:
+            return False
+        self.itemised[reason] = n + 1
+        return True
+
+
 class Tally:
     """One chunk's outcomes; like rejections of one sensor in consecutive rows become one
     entry.  ``rows`` maps the chunk index k to the 1-based row (line, item) of the input."""
 
     _ANY_RAW = frozenset({"missing", "unknown_column"})  # aggregate even if raw text differs
 
-    def __init__(self, rows: list[int]) -> None:
+    def __init__(self, rows: list[int], cap: RejectionCap | None = None) -> None:
         self.rows = rows
+        self.cap = cap or RejectionCap()
+        self.suppressed: dict[str, int] = {}
         self.row_ok = np.zeros(len(rows), dtype=bool)
         self.parts: dict[tuple[str, str], tuple[list[np.ndarray], list[np.ndarray],
                                                 list[np.ndarray]]] = {}
@@ -199,6 +239,9 @@ class Tally:
             self.missing += count
         else:
             self.refused += count
+        if not self.cap.allow(reason):
+            self.suppressed[reason] = self.suppressed.get(reason, 0) + count
+            return
         self.rejected.append(RejectedReading(row=row, sensor_id=sensor_id, raw=clip(raw),
                                              reason=reason, detail=detail, count=count))
 
@@ -210,6 +253,12 @@ class Tally:
                                  timestamps_ns=np.concatenate(ts)[order].tolist(),
                                  values=np.concatenate(vs)[order].tolist()))
         self.rejected.sort(key=lambda r: (r.row or 0, r.sensor_id or ""))
+        for reason, count in sorted(self.suppressed.items()):
+            self.rejected.append(RejectedReading(
+                row=None, sensor_id=None, raw="", reason=reason, count=count,
+                detail=f"{count} more values rejected for this reason in rows "
+                       f"{self.rows[0]}-{self.rows[-1]}, not itemised (at most "
+                       f"{self.cap.per_reason} entries per upload and reason are kept)"))
         accepted_rows = int(self.row_ok.sum())
         return ParsedChunk(
             series=series, rejected=self.rejected, rows_received=len(self.rows),
@@ -224,8 +273,9 @@ class Rulebook:
     """The checks every value goes through, and what must survive chunk boundaries of one
     upload: the instants already accepted per sensor (duplicates)."""
 
-    def __init__(self, window: Window) -> None:
+    def __init__(self, window: Window, cap: RejectionCap | None = None) -> None:
         self.window = window
+        self.cap = cap or RejectionCap()
         self.seen: dict[str, Instants] = {}
         self._bad_ids: dict[str, str | None] = {}
 

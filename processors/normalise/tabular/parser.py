@@ -141,7 +141,7 @@ class _Parser:
 
     def chunk(self, records: list[Record]) -> ParsedChunk:
         rows = [r[0] for r in records]
-        tally = Tally(rows)
+        tally = Tally(rows, self.rules.cap)
         shape = [self._shape_fault(cells, complete) for _, cells, complete in records]
         keys = None
         if self.m.layout == "long":
