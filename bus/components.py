@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import ModuleType
@@ -40,15 +40,22 @@ class Context:
 
 @dataclass(frozen=True)
 class Processor:
+    """``needs``: resources the runner loads before calling ``handle``; ``loaders``: how
+    (name -> async loader), bound by the bootstrap, never by the processor."""
+
     name: str
     accepts: tuple[type[Event], ...]
     handle: Callable[[Event, Context], Iterable[Event]]
-    needs: tuple[str, ...] = ()  # resources the runner loads first (bus/resources.py)
+    needs: tuple[str, ...] = ()
+    loaders: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
 
     @classmethod
-    def from_module(cls, module: ModuleType) -> Processor:
+    def from_module(cls, module: ModuleType, *,
+                    loaders: Mapping[str, Callable[..., Awaitable[Any]]] | None = None
+                    ) -> Processor:
+        needs = tuple(getattr(module, "NEEDS", ()))
         return cls(name=module.NAME, accepts=tuple(module.ACCEPTS), handle=module.handle,
-                   needs=tuple(getattr(module, "NEEDS", ())))
+                   needs=needs, loaders={n: l for n, l in (loaders or {}).items() if n in needs})
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from opentelemetry import trace
 
 from bus import resources, tracing
 from bus.publish import publish
+from bus.outputs import OutputLog
 from bus.pull import Puller
 from bus.subjects import tenant_of_subject
 from bus.components import Component, Context, Processor, Projection
@@ -64,6 +65,7 @@ class RunnerStats:
     dead_lettered: int = 0
     retried: int = 0
     skipped: int = 0
+    already: int = 0  # outputs not published again: an earlier delivery did (replays)
     batches: int = 0
     last_stream_seq: int = 0
     errors: list[str] = field(default_factory=list)
@@ -86,6 +88,8 @@ class Runner:
         self.batch = min(batch, cap) if cap else batch
         self.fetch_timeout_s = fetch_timeout_s
         self.max_bytes = max_bytes  # per fetch (bus.pull.Puller: at least 16 MiB)
+        self.loaders = getattr(component, "loaders", {})  # bound by the bootstrap
+        self.outputs = OutputLog(self.js)
         self.select = select  # replay bounds: messages it refuses are acked, not handled
         self.stats = RunnerStats()
         self._last_error: dict[int, str] = {}
@@ -188,21 +192,29 @@ class Runner:
         A handler may return a list or a generator; a generator is advanced in a worker
         thread one output at a time, so a large upload is never all in memory.
         """
-        loaded = await resources.load(self.js, self.component.needs, event)
+        loaded = await resources.load(self.loaders, self.js, self.component.needs, event)
         try:
             ctx = Context(processor=self.component.name, now=utc_now(), input=event,
                           resources=loaded)
             result = await asyncio.to_thread(self.component.handle, event, ctx)
             it = iter(result)
-            n = 0
+            before = await self.outputs.get(self.component.name, event.event_id)
+            ids: list[str] = []
             while True:
                 out = await asyncio.to_thread(next, it, _DONE)
                 if out is _DONE:
-                    return n
-                ack = await publish(self.js, out)
-                n += 1
-                self.stats.published += 1
-                self.stats.duplicates += int(bool(ack.duplicate))
+                    break
+                if before is not None and len(ids) < len(before) \
+                        and before[len(ids)] == out.event_id:
+                    self.stats.already += 1  # in the stream since an earlier delivery
+                else:
+                    ack = await publish(self.js, out)
+                    self.stats.published += 1
+                    self.stats.duplicates += int(bool(ack.duplicate))
+                ids.append(out.event_id)
+            if ids != before:
+                await self.outputs.put(self.component.name, event.event_id, ids)
+            return len(ids)
         finally:
             resources.close(loaded)
 

@@ -3,6 +3,7 @@
 - ``tagus-intake`` (object store): the bytes of every upload, ``<tenant>/<sha256>``.
 - ``tagus-mappings`` (KV): each tenant's source mappings, key ``<tenant>.<mapping_id>``,
   value the mapping's YAML text; history kept, so earlier versions stay inspectable.
+- ``tagus-outputs`` (KV): the output ids of each processor per input (``bus/outputs.py``).
 - ``tagus-intake-seen`` (KV): ``<tenant>.<sha256>`` -> intake event id; makes every
   distinct content ingested once per tenant, across restarts.
 """
@@ -17,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
+from bus.outputs import OUTPUTS_BUCKET
 from contracts.base import validate_tenant
 from contracts.errors import ContractError
 
@@ -41,6 +43,8 @@ def default_buckets(replicas: int = 1) -> tuple[BucketSpec, ...]:
         BucketSpec(MAPPINGS_BUCKET, "kv", "source mappings per tenant", history=64,
                    replicas=replicas),
         BucketSpec(SEEN_BUCKET, "kv", "content hashes already ingested", replicas=replicas),
+        BucketSpec(OUTPUTS_BUCKET, "kv", "output ids per processor and input (replays)",
+                   replicas=replicas),
     )
 
 

@@ -2,7 +2,9 @@
 
     tagus.<family>.<tenant>.<name>        e.g. tagus.readings.acme.normalised
 
-The tenant is always the third token, so per-tenant permissions
+A tag's name may carry a version (``readings.normalised.v2``): its dots become dashes in
+the last token (``tagus.readings.acme.normalised-v2``), so every subject keeps four
+tokens.  The tenant is always the third token, so per-tenant permissions
 (``tagus.*.acme.>``) and replay filters (``tagus.readings.acme.>``) are plain
 subject wildcards.  The stream of a family is ``stream_name(family)``.
 """
@@ -15,8 +17,13 @@ from contracts.errors import ContractError
 ROOT = "tagus"
 
 
+def _split(tag: str) -> tuple[str, str]:
+    family, _, name = tag.partition(".")
+    return family, name.replace(".", "-")
+
+
 def subject_for(event: Event) -> str:
-    family, _, name = event_type(event).partition(".")
+    family, name = _split(event_type(event))
     return f"{ROOT}.{family}.{event.tenant}.{name}"
 
 
@@ -31,7 +38,7 @@ def tenant_subjects(family: str, tenant: str) -> str:
 
 def event_subjects(event_cls: type[Event], tenant: str = "*") -> str:
     """Subjects carrying one event type (for all tenants by default)."""
-    family, _, name = event_type(event_cls).partition(".")
+    family, name = _split(event_type(event_cls))
     return f"{ROOT}.{family}.{tenant}.{name}"
 
 

@@ -9,6 +9,7 @@ from bus.connect import connect
 from bus.components import Component, Processor
 from bus.storage import default_buckets
 from bus.topology import Topology, consumer_for, family_streams
+from ops import loaders
 from ops.settings import Settings
 from processors.normalise import handler as normalise, reported
 from projections import intake_log, readings
@@ -19,7 +20,7 @@ def components(settings: Settings) -> dict[str, Component]:
     """Every processor and projection this deployment runs, by consumer name."""
     db = questdb(settings)
     comps: list[Component] = [
-        Processor.from_module(normalise),
+        Processor.from_module(normalise, loaders=loaders.loaders()),
         Processor.from_module(reported),
         readings.projection(db),
         *intake_log.projections(db),
