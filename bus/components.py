@@ -60,7 +60,9 @@ class Processor:
 
 @dataclass(frozen=True)
 class Projection:
-    """A batch sink.  ``write`` must be idempotent (replays re-deliver)."""
+    """A batch sink.  ``write`` must be idempotent (replays re-deliver).  ``write(events)``
+    runs in a worker thread; a coroutine function ``write(events, js)`` (a view kept in
+    a KV bucket) runs on the runner's loop with its JetStream context."""
 
     name: str
     accepts: tuple[type[Event], ...]

@@ -22,6 +22,7 @@ the stream drops as duplicates.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -269,9 +270,8 @@ class Runner:
             attributes={"tagus.processor": self.component.name, "tagus.batch": len(good)},
         ):
             try:
-                await self._with_heartbeat(
-                    [m for m, _ in good], asyncio.to_thread(self.component.write, [e for _, e in good])
-                )
+                await self._with_heartbeat([m for m, _ in good],
+                                           self._write([e for _, e in good]))
             except Exception as e:  # noqa: BLE001
                 if len(good) > 1 and not isinstance(e, TransientError):
                     # isolate the poison: write one by one, each takes its own path
@@ -289,9 +289,17 @@ class Runner:
                        tenants=sorted({e.tenant for _, e in good}),
                        last_stream_seq=self.stats.last_stream_seq)
 
+    async def _write(self, events: list[Event]) -> None:
+        """A projection's write: a plain function runs in a worker thread; a coroutine
+        function (a view kept in a KV bucket) runs here, with the JetStream context."""
+        if inspect.iscoroutinefunction(self.component.write):
+            await self.component.write(events, self.js)
+        else:
+            await asyncio.to_thread(self.component.write, events)
+
     async def _sink_one(self, msg: Msg, event: Event) -> None:
         try:
-            await asyncio.to_thread(self.component.write, [event])
+            await self._write([event])
         except ContractError as e:
             await self._dead_letter_msg(msg, "invalid", f"projection rejected the event: {e}")
             return

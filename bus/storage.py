@@ -19,6 +19,9 @@ from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from bus.outputs import OUTPUTS_BUCKET
+
+CONFIG_BUCKET = "tagus-config"  # <tenant>.<kind> -> the current config.changed
+CONFIG_FILES_BUCKET = "tagus-config-files"  # <tenant>/<sha256> -> a network file
 from contracts.base import validate_tenant
 from contracts.errors import ContractError
 
@@ -44,6 +47,10 @@ def default_buckets(replicas: int = 1) -> tuple[BucketSpec, ...]:
                    replicas=replicas),
         BucketSpec(SEEN_BUCKET, "kv", "content hashes already ingested", replicas=replicas),
         BucketSpec(OUTPUTS_BUCKET, "kv", "output ids per processor and input (replays)",
+                   replicas=replicas),
+        BucketSpec(CONFIG_BUCKET, "kv", "current configuration per tenant and kind",
+                   replicas=replicas),
+        BucketSpec(CONFIG_FILES_BUCKET, "object", "large configuration bodies by hash",
                    replicas=replicas),
     )
 

@@ -2,7 +2,8 @@
 
     tagus.<family>.<tenant>.<name>        e.g. tagus.readings.acme.normalised
 
-A tag's name may carry a version (``readings.normalised.v2``): its dots become dashes in
+An event type may name a field as its last token instead (``__subject_key__``):
+``config.changed`` goes to ``tagus.config.<tenant>.<kind>``.  A tag's name may carry a version (``readings.normalised.v2``): its dots become dashes in
 the last token (``tagus.readings.acme.normalised-v2``), so every subject keeps four
 tokens.  The tenant is always the third token, so per-tenant permissions
 (``tagus.*.acme.>``) and replay filters (``tagus.readings.acme.>``) are plain
@@ -24,6 +25,9 @@ def _split(tag: str) -> tuple[str, str]:
 
 def subject_for(event: Event) -> str:
     family, name = _split(event_type(event))
+    key = getattr(type(event), "__subject_key__", None)
+    if key:  # e.g. config.changed: one subject per tenant and kind
+        name = getattr(event, key)
     return f"{ROOT}.{family}.{event.tenant}.{name}"
 
 
@@ -39,6 +43,8 @@ def tenant_subjects(family: str, tenant: str) -> str:
 def event_subjects(event_cls: type[Event], tenant: str = "*") -> str:
     """Subjects carrying one event type (for all tenants by default)."""
     family, name = _split(event_type(event_cls))
+    if getattr(event_cls, "__subject_key__", None):
+        name = "*"
     return f"{ROOT}.{family}.{tenant}.{name}"
 
 

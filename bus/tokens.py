@@ -1,6 +1,16 @@
-"""Per-tenant access tokens, stored hashed in a YAML file until tenant management exists.
+"""Per-tenant access tokens: who a token is and what it may do.
 
-File format (``var/tokens.yaml`` by default)::
+The deployment's tokens are configuration events (kind ``tokens`` of each tenant, see
+``contracts/config.py``): ``TokenView`` keeps them from the configuration view (KV
+``tagus-config``) with a watch, so an issued token works and a revoked or expired one
+stops within a second on every running service, as does a suspended tenant's.
+
+Scopes: ``read`` (query API), ``write`` (intake), ``operate`` (tasks, approvals,
+acknowledgements; implies read), ``admin`` (configuration and tokens; implies operate
+and read).  ``write`` is its own: a site's Telegraf cannot read.
+
+``TokenStore``/``TokenFile`` keep the same records in memory or in a YAML file, for tests
+and single-process tools.  File format::
 
     tokens:
       - name: scada-push          # who holds it, for humans and logs
@@ -23,10 +33,17 @@ from pathlib import Path
 
 import yaml
 
+from bus.storage import CONFIG_BUCKET
 from contracts.base import validate_tenant
 from contracts.errors import ForbiddenError, TenantConfigError
 
-SCOPES = ("read", "write")
+SCOPES = ("read", "write", "operate", "admin")
+_IMPLIED = {"admin": {"admin", "operate", "read"}, "operate": {"operate", "read"},
+            "read": {"read"}, "write": {"write"}}
+
+
+def grants(scopes: tuple[str, ...] | list[str], scope: str) -> bool:
+    return any(scope in _IMPLIED.get(s, ()) for s in scopes)
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ class TokenStore:
         digest = hash_token(token)
         for r in self.records:
             if hmac.compare_digest(r.sha256, digest):
-                if scope not in r.scopes:
+                if not grants(r.scopes, scope):
                     raise ForbiddenError(f"token {r.name!r} lacks the {scope!r} scope")
                 return r
         raise ForbiddenError("unknown token")
@@ -132,3 +149,90 @@ class TokenFile:
 
     def authenticate(self, token: str | None, scope: str) -> TokenRecord:
         return self.store().authenticate(token, scope)
+
+
+class TokenView:
+    """Every tenant's tokens from the configuration view, kept current by a KV watch.
+
+    ``await view.start(js)`` loads what is there and keeps watching until ``close()``;
+    ``authenticate`` is then a dictionary lookup (no I/O on the request path).
+    """
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, tuple[TokenRecord, object, object]] = {}
+        self._by_tenant: dict[str, set[str]] = {}
+        self._suspended: set[str] = set()
+        self._task = None
+        self.loaded = None
+
+    async def start(self, js) -> None:
+        import asyncio
+
+        self.loaded = asyncio.Event()
+        kv = await js.key_value(CONFIG_BUCKET)
+        watcher = await kv.watchall()
+        self._task = asyncio.create_task(self._follow(watcher))
+        await asyncio.wait_for(self.loaded.wait(), 30)
+
+    async def _follow(self, watcher) -> None:
+        import nats.errors
+
+        from contracts.registry import decode
+
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=60)
+                except nats.errors.TimeoutError:
+                    continue
+                if entry is None:  # the initial values are in
+                    self.loaded.set()
+                    continue
+                if entry.value:
+                    self.apply(decode("config", entry.value))
+        finally:
+            await watcher.stop()
+
+    def apply(self, event) -> None:
+        """Take one configuration change into account (tokens and tenant kinds)."""
+        from contracts.config import TenantDoc, TokensDoc
+
+        if event.kind == "tenant":
+            doc = TenantDoc.model_validate(event.document)
+            (self._suspended.add if doc.suspended else self._suspended.discard)(event.tenant)
+        elif event.kind == "tokens":
+            for digest in self._by_tenant.pop(event.tenant, set()):
+                self._by_hash.pop(digest, None)
+            hashes = set()
+            for t in TokensDoc.model_validate(event.document).tokens:
+                record = TokenRecord(t.name, event.tenant, tuple(t.scopes), t.sha256)
+                self._by_hash[t.sha256] = (record, t.expires_at, t.revoked_at)
+                hashes.add(t.sha256)
+            self._by_tenant[event.tenant] = hashes
+
+    def authenticate(self, token: str | None, scope: str) -> TokenRecord:
+        from datetime import UTC, datetime
+
+        if not token:
+            raise ForbiddenError("missing token")
+        found = self._by_hash.get(hash_token(token))
+        if found is None:
+            raise ForbiddenError("unknown token")
+        record, expires_at, revoked_at = found
+        if revoked_at is not None:
+            raise ForbiddenError(f"token {record.name!r} was revoked")
+        if expires_at is not None and datetime.now(UTC) >= expires_at:
+            raise ForbiddenError(f"token {record.name!r} expired at {expires_at:%Y-%m-%d %H:%M}Z")
+        if record.tenant in self._suspended:
+            raise ForbiddenError(f"tenant {record.tenant!r} is suspended")
+        if not grants(record.scopes, scope):
+            raise ForbiddenError(f"token {record.name!r} lacks the {scope!r} scope")
+        return record
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except BaseException:  # noqa: BLE001 - cancelled on purpose
+                pass

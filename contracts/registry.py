@@ -14,6 +14,7 @@ from typing import Union
 import msgspec
 
 from contracts.base import Event, event_type
+from contracts.config import ConfigChanged
 from contracts.deadletters import MessageDeadLettered
 from contracts.errors import ContractError
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
@@ -24,6 +25,7 @@ FAMILIES: dict[str, tuple[type[Event], ...]] = {
     "intake": (RawIntakeReceived, IntakeParsed, IntakeFailed),
     "readings": (ReadingsReported, ReadingsNormalised, ReadingsRejected),
     "deadletter": (MessageDeadLettered,),
+    "config": (ConfigChanged,),
 }
 
 # old event type -> pure function returning the current event (breaking changes only)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
-from bus.storage import mapping_key, put_mapping
+from bus.storage import get_mapping, mapping_key, mapping_version
 from bus.topology import ensure_topology
 from contracts.errors import TenantConfigError
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
@@ -42,11 +42,20 @@ def mapping_id_for(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)[:128]
 
 
-async def register_mapping(nc: Client, tenant: str, path: Path, mapping_id: str) -> str:
+async def register_mapping(nc: Client, tenant: str, path: Path, mapping_id: str, *,
+                           author: str = "cli", reason: str = "") -> str:
+    """Record the mapping as the tenant's configuration (kind ``mapping-<id>``, a new
+    version only if the text changed) and in the intake's mapping view; returns its
+    version (the sha256 of its text)."""
+    from ops.config_service import ConfigStore
+
     text = path.read_bytes()
     SourceMapping.from_yaml(text)  # refuse an invalid mapping before anything is stored
     mapping_key(tenant, mapping_id)
-    return await put_mapping(nc.jetstream(), tenant, mapping_id, text)
+    js = nc.jetstream()
+    await ConfigStore(js).put(tenant, f"mapping-{mapping_id}", text, author=author,
+                              reason=reason or f"from {path.name}")
+    return mapping_version(await get_mapping(js, tenant, mapping_id))
 
 
 async def find_outcome(nc: Client, tenant: str, intake_id: str, timeout_s: float):

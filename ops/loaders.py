@@ -43,4 +43,65 @@ async def load_mapping(js: JetStreamContext, event: Event) -> bytes | None:
 
 
 def loaders() -> Loaders:
-    return {"payload": load_payload, "mapping": load_mapping}
+    return {"payload": load_payload, "mapping": load_mapping, "config": ConfigLoader()}
+
+
+# ---------------------------------------------------------------- configuration
+
+
+class ConfigLoader:
+    """The tenant's configuration as it was when the input event was recorded.
+
+    A handler that ``NEEDS = ("config",)`` gets ``{kind: document}`` (pydantic documents;
+    the network as its .inp text) plus ``"versions": {kind: version}``.  Which version:
+    the one the input names in ``config_versions`` (a task request pins them), else the
+    latest recorded at or before the input's ``recorded_at``: a forecast replayed after a
+    tariff change still sees the tariff that was in force.  Versions are read from the
+    CONFIG stream (a kind's history is short) and cached per process.
+    """
+
+    KINDS = ("tenant", "network", "assets", "tariff", "rules")
+
+    def __init__(self) -> None:
+        self._history: dict[tuple[str, str], list] = {}
+        self._texts: dict[str, str] = {}
+
+    async def __call__(self, js: JetStreamContext, event: Event) -> dict:
+        from bus import config_log
+        from contracts.config import parse_document
+
+        pinned = getattr(event, "config_versions", None) or {}
+        out: dict = {"versions": {}}
+        for kind in self.KINDS:
+            chosen = await self._choose(js, event, kind, pinned.get(kind))
+            if chosen is None:
+                out[kind] = None
+                continue
+            out["versions"][kind] = chosen.version
+            if chosen.document is not None:
+                out[kind] = parse_document(kind, chosen.document)
+            else:
+                if chosen.sha256 not in self._texts:
+                    self._texts[chosen.sha256] = await config_log.text_of(js, chosen)
+                out[kind] = self._texts[chosen.sha256]
+        return out
+
+    async def _choose(self, js, event: Event, kind: str, pinned: int | None):
+        from bus import config_log
+
+        key = (event.tenant, kind)
+        history = self._history.get(key)
+        latest = await config_log.last(js, event.tenant, kind)
+        if latest is None:
+            return None
+        if not history or history[-1].version < latest.event.version:
+            history = [s.event for s in await config_log.history(js, event.tenant, kind)]
+            self._history[key] = history
+        if pinned is not None:
+            for e in history:
+                if e.version == pinned:
+                    return e
+            raise ContractError(f"{event.tenant}/{kind} has no version {pinned} (pinned by "
+                                f"{type(event).__name__} {event.event_id})")
+        in_force = [e for e in history if e.recorded_at <= event.recorded_at]
+        return in_force[-1] if in_force else None

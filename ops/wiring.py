@@ -12,7 +12,7 @@ from bus.topology import Topology, consumer_for, family_streams
 from ops import loaders
 from ops.settings import Settings
 from processors.normalise import handler as normalise, reported
-from projections import intake_log, readings
+from projections import config_view, intake_log, readings
 from projections.questdb import QuestDB
 
 
@@ -24,6 +24,7 @@ def components(settings: Settings) -> dict[str, Component]:
         Processor.from_module(reported),
         readings.projection(db),
         *intake_log.projections(db),
+        config_view.projection(),
     ]
     return {c.name: c for c in comps}
 
@@ -50,10 +51,12 @@ def topology(settings: Settings) -> Topology:
 
 async def nats_connection(settings: Settings, name: str, *,
                           first_connect_timeout_s: float | None = None):
-    """A connection for a long-running component: reconnects forever, waits at start."""
+    """A connection for a long-running component: reconnects forever, waits at start.
+    Authenticates as ``settings.nats_auth()`` says (the embedded stack's service user
+    unless ``TAGUS_NATS_USER``/``_CREDS`` name another)."""
+    user, password = settings.nats_auth()
     return await connect(
-        settings.nats_servers, name=name, user=settings.nats_user,
-        password=settings.nats_password,
+        settings.nats_servers, name=name, user=user, password=password,
         creds=str(settings.nats_creds) if settings.nats_creds else None,
         first_connect_timeout_s=first_connect_timeout_s,
     )
@@ -83,3 +86,24 @@ async def pg_connection(settings: Settings):
     return await asyncpg.connect(
         host=settings.questdb_host, port=settings.questdb_pg_port,
         user=settings.questdb_user, password=settings.questdb_password, database="qdb")
+
+
+def sensor_lister(settings: Settings):
+    """``async (tenant) -> set of sensor ids`` the tenant has readings for (QuestDB);
+    an unreachable QuestDB lists none (configuration checks then rely on mappings)."""
+
+    async def sensors(tenant: str) -> set[str]:
+        try:
+            conn = await pg_connection(settings)
+        except (OSError, Exception):  # noqa: BLE001 - QuestDB down: nothing known from it
+            return set()
+        try:
+            rows = await conn.fetch("SELECT DISTINCT sensor FROM readings WHERE tenant = $1",
+                                    tenant)
+            return {r["sensor"] for r in rows}
+        except Exception:  # noqa: BLE001 - no readings table yet
+            return set()
+        finally:
+            await conn.close()
+
+    return sensors
