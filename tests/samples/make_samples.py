@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts.base import Event, event_type
+from contracts.config import ConfigChanged
 from contracts.deadletters import MessageDeadLettered
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.readings import (
@@ -53,6 +54,11 @@ SAMPLES: list[Event] = [
                         payload=b"\xc1garbage", headers={"Nats-Msg-Id": "x"},
                         error_kind="malformed", reason="not a readings event", deliveries=1,
                         **ENV),
+    ConfigChanged(event_id="cfg-1", kind="tariff", version=2, sha256="ef56" * 16,
+                  document={"currency": "EUR", "kind": "time_of_use", "periods": [
+                      {"name": "night", "price": "0.08 EUR/kWh", "days": ["mon"],
+                       "start": "00:00", "end": "24:00"}]},
+                  author="ana", reason="2025 contract", **ENV),
 ]
 
 
