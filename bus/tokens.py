@@ -169,29 +169,39 @@ class TokenView:
         import asyncio
 
         self.loaded = asyncio.Event()
+        self._js = js
         kv = await js.key_value(CONFIG_BUCKET)
         watcher = await kv.watchall()
         self._task = asyncio.create_task(self._follow(watcher))
         await asyncio.wait_for(self.loaded.wait(), 30)
 
     async def _follow(self, watcher) -> None:
+        import asyncio
+
         import nats.errors
+        import structlog
 
         from contracts.registry import decode
 
-        try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=60)
-                except nats.errors.TimeoutError:
-                    continue
-                if entry is None:  # the initial values are in
-                    self.loaded.set()
-                    continue
-                if entry.value:
-                    self.apply(decode("config", entry.value))
-        finally:
-            await watcher.stop()
+        while True:
+            try:
+                entry = await watcher.updates(timeout=60)
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                await watcher.stop()
+                raise
+            except Exception as e:  # noqa: BLE001 - a broken watch is re-opened, not fatal
+                structlog.get_logger("tagus.tokens").warning("token watch failed; re-opening",
+                                                             error=repr(e))
+                await asyncio.sleep(1)
+                watcher = await (await self._js.key_value(CONFIG_BUCKET)).watchall()
+                continue
+            if entry is None:  # the initial values are in
+                self.loaded.set()
+                continue
+            if entry.value:
+                self.apply(decode("config", entry.value))
 
     def apply(self, event) -> None:
         """Take one configuration change into account (tokens and tenant kinds)."""

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from bus.topology import ensure_topology
 from contracts.errors import TenantConfigError
-from bus.tokens import TokenFile
 from ops import wiring
 from ops.service import install_stop_signals
 from ops.settings import Settings
@@ -53,7 +52,8 @@ async def serve(settings: Settings) -> None:
     try:
         await ensure_topology(nc.jetstream(), wiring.topology(settings))
         intake = Intake(nc.jetstream(), nc=nc)
-        app = create_intake_app(TokenFile(settings.tokens_path), intake.submit)
+        tokens = await wiring.token_view(settings, nc)
+        app = create_intake_app(tokens, intake.submit)
         tasks = [
             serve_intake(app, settings.api_host, settings.intake_http_port, stop=stop),
             DropFolder(drop_dir, intake).run(stop),

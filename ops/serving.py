@@ -33,8 +33,34 @@ def api_config(settings: Settings, **overrides) -> ApiConfig:
 
 def serve_api(settings: Settings, **overrides) -> None:
     """``tagus serve api``: run the query API until interrupted."""
+    import asyncio
+
     from ops.logs import configure_logging
-    from projections.api import serve
 
     configure_logging(settings.log_level)
-    serve(api_config(settings, **overrides))
+    asyncio.run(_serve_api(settings, api_config(settings, **overrides)))
+
+
+async def _serve_api(settings: Settings, config: ApiConfig) -> None:
+    """One loop for uvicorn and the NATS connection: the token view follows the tenants'
+    configuration, ``/v1/config`` reads and writes it."""
+    import uvicorn
+
+    from ops import wiring
+    from ops.config_service import ConfigStore
+    from projections.api import create_app
+
+    nc = await wiring.nats_connection(settings, "tagus-api")
+    tokens = None
+    try:
+        tokens = await wiring.token_view(settings, nc)
+        store = ConfigStore(nc.jetstream(), known_sensors=wiring.sensor_lister(settings))
+        app = create_app(config, tokens=tokens, config_store=store)
+        server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port,
+                                               access_log=False,
+                                               log_level=config.log_level.lower()))
+        await server.serve()
+    finally:
+        if hasattr(tokens, "close"):
+            await tokens.close()
+        await nc.drain()

@@ -107,3 +107,16 @@ def sensor_lister(settings: Settings):
             await conn.close()
 
     return sensors
+
+
+async def token_view(settings: Settings, nc):
+    """Who tokens are, for a serving process: the tenants' configuration (``TokenView``,
+    followed live), or a token file when ``TAGUS_TOKENS_FILE`` names one (single-host
+    development setups and tests)."""
+    from bus.tokens import TokenFile, TokenView
+
+    if settings.tokens_file is not None:
+        return TokenFile(settings.tokens_file)
+    view = TokenView()
+    await view.start(nc.jetstream())
+    return view

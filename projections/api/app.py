@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 
 from bus.tokens import TokenFile
-from projections.api import errors, routes_intakes, routes_readings
+from projections.api import errors, routes_config, routes_intakes, routes_readings
 from projections.api.config import ApiConfig
 from projections.api.db import Database
 from projections.api.errors import json_response
@@ -19,11 +19,12 @@ from projections.api.models import HealthOut, ReadyOut
 log = structlog.get_logger("tagus.api")
 
 
-def create_app(config: ApiConfig, *, tokens=None) -> FastAPI:
+def create_app(config: ApiConfig, *, tokens=None, config_store=None) -> FastAPI:
     """The ASGI app.  No I/O here: the pool opens (empty) when the app starts.
 
     ``tokens``: the token view (``authenticate(token, scope)``); default the token file
-    at ``config.tokens_path``, re-read whenever it changes.
+    at ``config.tokens_path``, re-read whenever it changes.  ``config_store``: the
+    tenants' configuration (``/v1/config``); without it those routes answer 500 saying so.
     """
     from projections.api import __doc__ as description
 
@@ -47,8 +48,10 @@ def create_app(config: ApiConfig, *, tokens=None) -> FastAPI:
     app.state.db = db
     app.state.tokens = tokens if tokens is not None else TokenFile(config.tokens_path)
     app.state.units = routes_readings.UnitCache()
+    app.state.config_store = config_store
     app.include_router(routes_readings.router)
     app.include_router(routes_intakes.router)
+    app.include_router(routes_config.router)
     errors.install(app, config.retry_after_s)
     _add_probes(app, db, limits, config)
     app.add_middleware(_RequestLog)

@@ -22,6 +22,22 @@ async def reader_tenant(request: Request,
                         bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
                         api_key: str | None = Security(_api_key)) -> str:
     """The tenant of the caller's token, which must grant ``read``."""
+    return _authenticate(request, bearer, api_key, "read").tenant
+
+
+def caller(scope: str):
+    """A dependency: the caller's token record (tenant, name), which must grant ``scope``
+    (``operate`` for tasks and approvals, ``admin`` for configuration)."""
+
+    async def dependency(request: Request,
+                         bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+                         api_key: str | None = Security(_api_key)):
+        return _authenticate(request, bearer, api_key, scope)
+
+    return dependency
+
+
+def _authenticate(request: Request, bearer, api_key, scope: str):
     token = bearer.credentials if bearer else api_key
     if not token:
         sent = request.headers.get("authorization", "").strip()
@@ -30,6 +46,6 @@ async def reader_tenant(request: Request,
                  else "")
         raise Unauthenticated(f"{wrong}send the tenant's token as 'Authorization: Bearer "
                               "<token>' or 'X-API-Key: <token>'")
-    record = request.app.state.tokens.authenticate(token, "read")
+    record = request.app.state.tokens.authenticate(token, scope)
     request.state.tenant = record.tenant
-    return record.tenant
+    return record

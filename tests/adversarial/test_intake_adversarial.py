@@ -94,9 +94,12 @@ async def intake_service(settings, data_dir: Path, *, pollers: list[dict] | None
                TAGUS_NATS_PORT=str(settings.nats_port), TAGUS_INTAKE_HTTP_PORT=str(port),
                TAGUS_CONSUMER_ACK_WAIT_S=str(settings.consumer_ack_wait_s),
                TAGUS_CONSUMER_MAX_DELIVER=str(settings.consumer_max_deliver),
-               TAGUS_LOG_LEVEL="INFO")
+               TAGUS_LOG_LEVEL="INFO", TAGUS_TOKENS_FILE=str(data_dir / "tokens.yaml"))
     if settings.nats_url:
         env["TAGUS_NATS_URL"] = settings.nats_url
+    user, password = settings.nats_auth()  # the service user lives in settings' data dir
+    if user:
+        env.update(TAGUS_NATS_USER=user, TAGUS_NATS_PASSWORD=password or "")
     if pollers:
         (data_dir / "pollers.yaml").write_text(yaml.safe_dump(pollers))
         env["TAGUS_POLLERS_FILE"] = str(data_dir / "pollers.yaml")
