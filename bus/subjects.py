@@ -48,8 +48,11 @@ def event_subjects(event_cls: type[Event], tenant: str = "*") -> str:
     return f"{ROOT}.{family}.{tenant}.{name}"
 
 
+_STREAMS = {"task": "TASKS"}  # a family whose stream reads better in the plural
+
+
 def stream_name(family: str) -> str:
-    return family.upper().replace("-", "_")
+    return _STREAMS.get(family, family.upper().replace("-", "_"))
 
 
 def tenant_of_subject(subject: str) -> str | None:

@@ -385,9 +385,119 @@ class TokensDoc(_Doc):
         return self
 
 
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class ScheduleEntry(_Doc):
+    """Request ``task`` at every instant ``cron`` names, in the tenant's time zone.
+
+    DST: a fixed-time job (a single hour) whose wall-clock time does not exist on the
+    spring day runs when the clocks have jumped (once), and runs once on the autumn day;
+    a job on every hour follows the clock (23 and 25 slots on those days).  After
+    downtime ``catch_up`` decides: the ``latest`` missed slot only, ``all``, or ``none``.
+    """
+
+    name: str = Field(pattern=_NAME)
+    task: str = Field(min_length=1, max_length=64)
+    cron: str
+    params: dict[str, Any] = {}
+    catch_up: Literal["latest", "all", "none"] = "latest"
+    time_limit_s: float | None = Field(default=None, gt=0)
+    enabled: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from croniter import croniter
+
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(f"expected a five-field cron expression such as '0 * * * *' "
+                             f"(minute hour day month weekday), got {v!r}")
+        return v
+
+
+class SchedulesDoc(_Doc):
+    schedules: list[ScheduleEntry] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> SchedulesDoc:
+        names = [e.name for e in self.schedules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"schedules: names used twice: {dupes}")
+        return self
+
+
+class ChainRule(_Doc):
+    """When an event of type ``on`` arrives (and its fields match ``where``), request
+    ``request`` with ``params``.  ``where`` keys are event fields (``kind`` of a task
+    event, ``verified`` of a schedule...), or ``bound_role`` for readings (a sensor bound
+    with that role is in the batch).  ``debounce_s``: events within one window request
+    one task.  ``mode``: only when the tenant's mode for this capability is automatic."""
+
+    name: str = Field(pattern=_NAME)
+    on: str = Field(pattern=r"^[a-z_]+\.[a-z_.]+$")
+    where: dict[str, Any] = {}
+    request: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = {}
+    debounce_s: float = Field(default=0.0, ge=0)
+    automatic_only: Literal["schedules", "forecasts", "alerts"] | None = None
+    enabled: bool = True
+
+
+DEFAULT_CHAINS = [
+    {"name": "readings-to-forecast", "on": "readings.normalised",
+     "where": {"bound_role": "zone_inflow"}, "request": "forecast.run", "debounce_s": 3600},
+    {"name": "forecast-to-optimise", "on": "forecast.issued", "request": "optimise"},
+    {"name": "release-verified", "on": "schedule.proposed", "where": {"verified": True},
+     "request": "schedule.release", "automatic_only": "schedules"},
+]
+
+
+class ChainsDoc(_Doc):
+    rules: list[ChainRule] = Field(default_factory=lambda: [ChainRule(**r) for r in DEFAULT_CHAINS])
+
+    @model_validator(mode="after")
+    def _no_cycle(self) -> ChainsDoc:
+        from contracts.tasks import TASK_PRODUCES
+
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rules: names used twice: {dupes}")
+        # rule A leads to rule B when the task A requests produces an event B listens to
+        rules = [r for r in self.rules if r.enabled]
+
+        def produces(r: ChainRule) -> set[tuple[str, str | None]]:
+            out = {(t, None) for t in TASK_PRODUCES.get(r.request, ())}
+            return out | {("task.completed", r.request), ("task.failed", r.request)}
+
+        def listens(r: ChainRule, event: tuple[str, str | None]) -> bool:
+            tag, task_kind = event
+            if tag != r.on:
+                return False
+            wanted = r.where.get("kind")
+            return wanted is None or task_kind is None or wanted == task_kind
+
+        after = {r.name: [o.name for o in rules if any(listens(o, e) for e in produces(r))]
+                 for r in rules}
+
+        def visit(name: str, path: list[str]) -> None:
+            if name in path:
+                cycle = path[path.index(name):] + [name]
+                raise ValueError("rules form a cycle: " + " -> ".join(cycle) + " (each "
+                                 "requests a task whose outcome triggers the next, forever)")
+            for nxt in after[name]:
+                visit(nxt, path + [name])
+
+        for r in rules:
+            visit(r.name, [])
+        return self
+
+
 DOCUMENTS: dict[str, type[_Doc]] = {
     "tenant": TenantDoc, "assets": AssetsDoc, "tariff": TariffDoc, "rules": RulesDoc,
-    "tokens": TokensDoc,
+    "tokens": TokensDoc, "schedules": SchedulesDoc, "chains": ChainsDoc,
 }
 
 
