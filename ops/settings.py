@@ -8,10 +8,13 @@ talks to those servers instead.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.errors import SetupError
 
 
 class Settings(BaseSettings):
@@ -38,6 +41,8 @@ class Settings(BaseSettings):
         description="fsync every JetStream write (sync_interval: always); "
         "without it an acknowledged write can be lost on power failure",
     )
+    # Credentials of Tagus' own processes.  Unset with the embedded stack: they come from
+    # the service user `tagus stack up` generated (<data_dir>/nats/service-user.json).
     nats_user: str | None = None
     nats_password: str | None = None
     nats_creds: Path | None = None
@@ -97,6 +102,38 @@ class Settings(BaseSettings):
     @property
     def embedded_nats(self) -> bool:
         return not self.nats_url
+
+    @property
+    def nats_dir(self) -> Path:
+        """The embedded nats-server's directory: JetStream store, configuration and users
+        (``service-user.json``, ``tenant-users.json``, ``auth.conf``; all mode 0600)."""
+        return Path(self.data_dir) / "nats"
+
+    @property
+    def nats_service_user_file(self) -> Path:
+        return self.nats_dir / "service-user.json"
+
+    def nats_auth(self) -> tuple[str | None, str | None]:
+        """(user, password) Tagus' own processes connect with.
+
+        ``TAGUS_NATS_USER``/``_PASSWORD`` when set; nothing when only ``TAGUS_NATS_CREDS``
+        is (the creds file authenticates); else, with the embedded stack, the service user
+        ``tagus stack up`` generated.  Reads that file on every call (``stack up`` may
+        write it after these settings were loaded); (None, None) when it does not exist.
+        """
+        if self.nats_user:
+            return self.nats_user, self.nats_password
+        if self.nats_creds or not self.embedded_nats:
+            return None, None
+        path = self.nats_service_user_file
+        try:
+            service = json.loads(path.read_text())
+            return service["user"], service["password"]
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SetupError(f"cannot read the NATS service user from {path} ({e}); "
+                             "delete it and run `tagus stack up` to generate a new one") from None
 
     @property
     def questdb_http_url(self) -> str:

@@ -4,12 +4,18 @@ Both run as child processes detached from the caller, with their data, pid files
 logs under ``settings.data_dir``::
 
     var/nats/        JetStream store, nats.conf      var/run/nats.pid   var/log/nats.log
+                     + auth.conf, service-user.json, tenant-users.json (0600; ops/nats_users.py)
     var/questdb/     QuestDB root (conf/, db/)       var/run/questdb.pid var/log/questdb.log
 
 ``up`` is idempotent (a healthy server that we started is left alone), ``down`` stops
 only the processes recorded in our pid files, ``status`` asks each server for its
 version.  Servers configured as external (``TAGUS_NATS_URL``, ``TAGUS_QUESTDB_EXTERNAL``)
 are never started or stopped, only reported.
+
+The embedded NATS server requires authentication: ``nats.conf`` includes ``auth.conf``,
+written by ``ops.nats_users`` (the ``tagus`` service user, generated once, and one user
+per tenant).  ``up`` on a running server rewrites both and reloads it (SIGHUP) when
+they changed.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pathlib import Path
 import psutil
 
 from contracts.errors import SetupError
+from ops import nats_users
 from ops.settings import Settings
 from ops.wiring import questdb
 
@@ -237,7 +244,7 @@ def _wait(check, what: str, pid: int | None, log_file: Path, timeout_s: float) -
 
 
 def _nats_conf(settings: Settings) -> str:
-    store = (Path(settings.data_dir) / "nats").resolve()
+    store = settings.nats_dir.resolve()
     sync = "\n  sync_interval: always" if settings.nats_sync_always else ""
     return (
         "# written by `tagus stack up`; edit the TAGUS_* settings instead\n"
@@ -246,7 +253,22 @@ def _nats_conf(settings: Settings) -> str:
         f"http: {settings.nats_host}:{settings.nats_monitor_port}\n"
         "max_payload: 8MB\n"
         f"jetstream {{\n  store_dir: \"{store}\"{sync}\n}}\n"
+        "# users (the tagus service user, one per tenant): ops/nats_users.py\n"
+        f"include ./{nats_users.AUTH_CONF}\n"
     )
+
+
+def _write_nats_conf(settings: Settings) -> bool:
+    """Write ``nats.conf`` and ``auth.conf`` (generating the service user the first time).
+    True when either changed."""
+    store = settings.nats_dir.resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    users_changed = nats_users.configure(settings)
+    conf, text = store / "nats.conf", _nats_conf(settings)
+    if conf.exists() and conf.read_text() == text:
+        return users_changed
+    conf.write_text(text)
+    return True
 
 
 def _nats_healthy(settings: Settings) -> bool:
@@ -260,12 +282,11 @@ def nats_up(settings: Settings) -> str:
     if not settings.embedded_nats:
         return f"nats: external {settings.nats_url}, not started"
     pid_file, log_file = _paths(settings, "nats")
+    changed = _write_nats_conf(settings)
     if _read_pid(pid_file) and _nats_healthy(settings):
-        return f"nats: already running (pid {_read_pid(pid_file)})"
-    store = (Path(settings.data_dir) / "nats").resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    conf = store / "nats.conf"
-    conf.write_text(_nats_conf(settings))
+        running = f"nats: already running (pid {_read_pid(pid_file)})"
+        return f"{running}; {nats_users.reload_server(settings)}" if changed else running
+    conf = settings.nats_dir.resolve() / "nats.conf"
     binary = nats_server_binary()
     pid = _spawn([str(binary), "-c", str(conf)], "nats", settings, marker=str(conf))
     _wait(lambda: _nats_healthy(settings), "nats-server", pid, log_file, 30)
