@@ -37,6 +37,16 @@ class Context:
             **fields,
         )
 
+    def progress(self, fraction: float, message: str = "") -> Event:
+        """A ``task.progressed`` event for the task being handled (yield it): long work
+        shows how far it is.  The runner publishes it like any output."""
+        from contracts.tasks import TaskProgressed
+
+        fraction = min(1.0, max(0.0, float(fraction)))
+        return self.derive(TaskProgressed, key=f"progress/{fraction:.4f}/{message}",
+                           task_id=self.input.event_id, kind=getattr(self.input, "kind", ""),
+                           fraction=fraction, message=message)
+
 
 @dataclass(frozen=True)
 class Processor:
@@ -71,4 +81,34 @@ class Projection:
     max_batch: int | None = None  # cap on messages per write (large messages: memory)
 
 
-Component = Processor | Projection
+@dataclass(frozen=True)
+class TaskWorker:
+    """Does tasks of some kinds: ``handlers`` maps a task kind to a pure
+    ``handle(task_requested, ctx) -> events`` (a generator may yield ``ctx.progress(...)``
+    along the way).  Run by ``bus.tasks.TaskRunner``: each task in a child process (so a
+    time limit or a cancel can stop it), at most ``concurrency`` at once and
+    ``per_tenant`` of one tenant at once (fairness); ``max_attempts`` deliveries before a
+    task whose worker keeps dying or failing transiently is given up."""
+
+    name: str
+    handlers: Mapping[str, Callable[[Event, Context], Iterable[Event]]]
+    needs: tuple[str, ...] = ()
+    loaders: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
+    concurrency: int = 1
+    per_tenant: int = 1
+    time_limit_s: float = 900.0
+    max_attempts: int = 3
+    preload: tuple[str, ...] = ()  # modules the child processes import once, up front
+
+    @property
+    def accepts(self) -> tuple[type[Event], ...]:
+        from contracts.tasks import TaskRequested
+
+        return (TaskRequested,)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(sorted(self.handlers))
+
+
+Component = Processor | Projection | TaskWorker

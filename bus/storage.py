@@ -22,6 +22,7 @@ from bus.outputs import OUTPUTS_BUCKET
 
 CONFIG_BUCKET = "tagus-config"  # <tenant>.<kind> -> the current config.changed
 CONFIG_FILES_BUCKET = "tagus-config-files"  # <tenant>/<sha256> -> a network file
+TASK_STATE_BUCKET = "tagus-task-state"  # <tenant>.<task id> -> state, attempts
 from contracts.base import validate_tenant
 from contracts.errors import ContractError
 
@@ -51,6 +52,8 @@ def default_buckets(replicas: int = 1) -> tuple[BucketSpec, ...]:
         BucketSpec(CONFIG_BUCKET, "kv", "current configuration per tenant and kind",
                    replicas=replicas),
         BucketSpec(CONFIG_FILES_BUCKET, "object", "large configuration bodies by hash",
+                   replicas=replicas),
+        BucketSpec(TASK_STATE_BUCKET, "kv", "each task's state and attempts",
                    replicas=replicas),
     )
 

@@ -133,10 +133,14 @@ def consumer_for(durable: str, accepts: tuple[type[Event], ...], **overrides) ->
     if len(families) != 1:
         raise ContractError(f"{durable}: accepted events span families {sorted(families)}")
     (family,) = families
+    filters = sorted({event_subjects(t) for t in accepts})
+    wide = [f for f in filters if f.endswith(".*.*")]  # a keyed type takes every name:
+    if wide:                                             # the others would overlap it
+        filters = wide[:1]
     return ConsumerSpec(
         stream=stream_name(family),
         durable=durable,
-        filter_subjects=tuple(sorted(event_subjects(t) for t in accepts)),
+        filter_subjects=tuple(filters),
         **overrides,
     )
 

@@ -15,6 +15,11 @@ import msgspec
 
 from contracts.base import Event, event_type
 from contracts.config import ConfigChanged
+from contracts.kpis import KpiComputed
+from contracts.tasks import (
+    TaskCancelled, TaskCancelRequested, TaskCompleted, TaskFailed, TaskProgressed,
+    TaskRequested, TaskStarted,
+)
 from contracts.deadletters import MessageDeadLettered
 from contracts.errors import ContractError
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
@@ -26,6 +31,9 @@ FAMILIES: dict[str, tuple[type[Event], ...]] = {
     "readings": (ReadingsReported, ReadingsNormalised, ReadingsRejected),
     "deadletter": (MessageDeadLettered,),
     "config": (ConfigChanged,),
+    "kpi": (KpiComputed,),
+    "task": (TaskRequested, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed,
+             TaskCancelled, TaskCancelRequested),
 }
 
 # old event type -> pure function returning the current event (breaking changes only)

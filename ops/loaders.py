@@ -6,6 +6,7 @@ Registered by the bootstrap (``ops/wiring.py``) and handed to every runner.
 from __future__ import annotations
 
 import tempfile
+from datetime import datetime
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
@@ -42,8 +43,13 @@ async def load_mapping(js: JetStreamContext, event: Event) -> bytes | None:
     return await get_mapping(js, event.tenant, mapping_id)
 
 
-def loaders() -> Loaders:
-    return {"payload": load_payload, "mapping": load_mapping, "config": ConfigLoader()}
+def loaders(settings=None) -> Loaders:
+    """Every loader of this deployment (those that read QuestDB need ``settings``)."""
+    config = ConfigLoader()
+    out = {"payload": load_payload, "mapping": load_mapping, "config": config}
+    if settings is not None:
+        out["readings"] = ReadingsForKpis(settings, config)
+    return out
 
 
 # ---------------------------------------------------------------- configuration
@@ -105,3 +111,39 @@ class ConfigLoader:
                                 f"{type(event).__name__} {event.event_id})")
         in_force = [e for e in history if e.recorded_at <= event.recorded_at]
         return in_force[-1] if in_force else None
+
+
+class ReadingsForKpis:
+    """``{sensor: timestamps_ns}`` of the tenant's bound sensors over the task's day and the
+    week before it (the nominal interval), from QuestDB with bound parameters."""
+
+    def __init__(self, settings, config: ConfigLoader) -> None:
+        self.settings, self.config = settings, config
+
+    async def __call__(self, js: JetStreamContext, event: Event) -> dict:
+        from datetime import timedelta
+
+        from ops.wiring import pg_connection
+        from processors.kpi.completeness import day_bounds_utc
+        from processors.kpi.handler import LOOKBACK_DAYS, target_day
+
+        cfg = await self.config(js, event)
+        if cfg.get("assets") is None:
+            return {}
+        tz = cfg["tenant"].timezone if cfg.get("tenant") else "UTC"
+        start, end = day_bounds_utc(target_day(event, tz), tz)
+        start -= timedelta(days=LOOKBACK_DAYS)
+        sensors = sorted({b.sensor for b in cfg["assets"].bindings})
+        conn = await pg_connection(self.settings)
+        try:
+            rows = await conn.fetch(
+                "SELECT sensor, ts FROM readings WHERE tenant = $1 AND ts >= $2 AND ts < $3",
+                event.tenant, start.replace(tzinfo=None), end.replace(tzinfo=None))
+        finally:
+            await conn.close()
+        out: dict[str, list[int]] = {s: [] for s in sensors}
+        epoch = datetime(1970, 1, 1)
+        for r in rows:
+            if r["sensor"] in out:
+                out[r["sensor"]].append((r["ts"] - epoch) // timedelta(microseconds=1) * 1000)
+        return out

@@ -75,7 +75,8 @@ async def components_running(nc: Client, settings: Settings, topology: Topology,
     them running until all consumers have caught up, then stop them."""
     comps = wiring.components(settings)
     stop = asyncio.Event()
-    runners = [Runner(nc, c, topology.consumer(n), batch=batch) for n, c in comps.items()]
+    runners = [runner_for(nc, c, topology.consumer(n), batch=batch) for n, c in comps.items()
+               if n in {s.durable for s in topology.consumers}]
     tasks = [asyncio.create_task(r.run(stop)) for r in runners]
     try:
         yield runners
@@ -95,10 +96,20 @@ async def run_components(settings: Settings, names: list[str], stop: asyncio.Eve
     topo = wiring.topology(settings)
     nc = await wiring.nats_connection(settings, name="tagus-" + "+".join(names))
     try:
-        runners = [Runner(nc, comps[n], topo.consumer(n), batch=batch) for n in names]
+        runners = [runner_for(nc, comps[n], topo.consumer(n), batch=batch) for n in names]
         return list(await asyncio.gather(*(r.run(stop) for r in runners)))
     finally:
         await nc.drain()
+
+
+def runner_for(nc: Client, component, consumer, *, batch: int = 100):
+    """The runner of a component: task workers get the task runner."""
+    from bus.components import TaskWorker
+    from bus.tasks import TaskRunner
+
+    if isinstance(component, TaskWorker):
+        return TaskRunner(nc, component, consumer)
+    return Runner(nc, component, consumer, batch=batch)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

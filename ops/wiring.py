@@ -6,25 +6,34 @@ import asyncio
 import contextlib
 
 from bus.connect import connect
-from bus.components import Component, Processor
+from bus.components import Component, Processor, TaskWorker
+from bus.subjects import stream_name
 from bus.storage import default_buckets
-from bus.topology import Topology, consumer_for, family_streams
+from bus.topology import ConsumerSpec, Topology, consumer_for, family_streams
+from contracts.tasks import kind_token
 from ops import loaders
 from ops.settings import Settings
 from processors.normalise import handler as normalise, reported
-from projections import config_view, intake_log, readings
+from projections import config_view, intake_log, readings, tasks
 from projections.questdb import QuestDB
 
 
 def components(settings: Settings) -> dict[str, Component]:
-    """Every processor and projection this deployment runs, by consumer name."""
+    """Every processor, projection and task worker this deployment runs, by consumer name."""
+    from processors.kpi import handler as kpi
+
     db = questdb(settings)
+    load = loaders.loaders(settings)
     comps: list[Component] = [
-        Processor.from_module(normalise, loaders=loaders.loaders()),
+        Processor.from_module(normalise, loaders=load),
         Processor.from_module(reported),
         readings.projection(db),
         *intake_log.projections(db),
         config_view.projection(),
+        tasks.projection(db),
+        TaskWorker(name="worker-kpi", handlers=kpi.HANDLERS, needs=kpi.NEEDS,
+                   loaders={n: load[n] for n in kpi.NEEDS}, time_limit_s=600,
+                   preload=("processors.kpi.handler",)),
     ]
     return {c.name: c for c in comps}
 
@@ -41,10 +50,21 @@ def topology(settings: Settings) -> Topology:
         max_deliver=settings.consumer_max_deliver,
         backoff_s=backoff_s(settings),
     )
+    consumers = []
+    for c in components(settings).values():
+        if isinstance(c, TaskWorker):
+            # requests of its kinds only; deliveries unlimited: a request it defers (fair
+            # share) comes back, and the task runner counts attempts itself
+            consumers.append(ConsumerSpec(
+                stream=stream_name("task"), durable=c.name,
+                filter_subjects=tuple(sorted(f"tagus.task.*.{kind_token(k)}" for k in c.kinds)),
+                ack_wait_s=max(settings.consumer_ack_wait_s, 10.0), max_deliver=-1,
+                backoff_s=(), description=f"task worker for {', '.join(c.kinds)}"))
+        else:
+            consumers.append(consumer_for(c.name, c.accepts, **consumer_opts))
     return Topology(
         streams=family_streams(replicas=settings.stream_replicas),
-        consumers=tuple(consumer_for(c.name, c.accepts, **consumer_opts)
-                        for c in components(settings).values()),
+        consumers=tuple(consumers),
         buckets=default_buckets(settings.stream_replicas),
     )
 

@@ -1,0 +1,1 @@
+"""KPIs from the readings and the tenant's configuration (pure): data completeness."""
