@@ -14,6 +14,11 @@ from pathlib import Path
 
 from contracts.base import Event, event_type
 from contracts.config import ConfigChanged
+from contracts.kpis import Kpi, KpiComputed
+from contracts.tasks import (
+    TaskCancelled, TaskCancelRequested, TaskCompleted, TaskFailed, TaskProgressed,
+    TaskRequested, TaskStarted,
+)
 from contracts.deadletters import MessageDeadLettered
 from contracts.intake import IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.readings import (
@@ -59,6 +64,26 @@ SAMPLES: list[Event] = [
                       {"name": "night", "price": "0.08 EUR/kWh", "days": ["mon"],
                        "start": "00:00", "end": "24:00"}]},
                   author="ana", reason="2025 contract", **ENV),
+    TaskRequested(event_id="task-1", kind="data.completeness", params={"day": "2024-10-26"},
+                  slot=T, schedule="daily-kpis", requested_by="scheduler",
+                  config_versions={"assets": 3}, time_limit_s=600.0, **ENV),
+    TaskStarted(event_id="ts-1", causation_id="task-1", task_id="task-1",
+                kind="data.completeness", worker="host:1:worker-kpi", attempt=1,
+                queued_s=0.4, **ENV),
+    TaskProgressed(event_id="tp-1", causation_id="task-1", task_id="task-1",
+                   kind="data.completeness", fraction=0.5, message="20 of 40 sensors", **ENV),
+    TaskCompleted(event_id="tc-1", causation_id="task-1", task_id="task-1",
+                  kind="data.completeness", outputs=["kpi-1"], duration_s=1.5, **ENV),
+    TaskFailed(event_id="tf-1", causation_id="task-2", task_id="task-2", kind="optimise",
+               reason="timed out", detail="exceeded its time limit of 300 s", retryable=True,
+               attempt=1, **ENV),
+    TaskCancelled(event_id="tx-1", causation_id="task-3", task_id="task-3", kind="optimise",
+                  by="ana", reason="tank 2 out of service", while_running=True, **ENV),
+    TaskCancelRequested(event_id="tcr-1", causation_id="task-3", task_id="task-3",
+                        kind="optimise", by="ana", reason="tank 2 out of service", **ENV),
+    KpiComputed(event_id="kpi-1", causation_id="task-1", day="2024-10-26", task_id="task-1",
+                kpis=[Kpi(name="completeness", subject="p227", value=0.99, unit="1",
+                          detail="285 of 288 expected (every 300 s)")], **ENV),
 ]
 
 
