@@ -103,7 +103,10 @@ def train(history: pd.Series, weather: pd.DataFrame | None, holidays: Iterable[d
     runs = run_backtests(past, clean, weather, holidays, tz, origins, config.horizon_h,
                          lambda: _candidates(config), ensembles, config.quality, progress)
     scores = score(runs, config.quantiles, level)
-    chosen_name = choose(scores, config.candidates)
+    try:
+        chosen_name = choose(scores, config.candidates)
+    except InsufficientHistory:  # nothing could be scored (no observations after the origins)
+        chosen_name = "profile"
     model = _candidate(chosen_name, config)
     frame = make_frame(clean, weather, holidays, tz, origin)
     try:

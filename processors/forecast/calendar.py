@@ -47,6 +47,7 @@ def wall_clock_to_utc(wall: Iterable, tz: str) -> LocalisedTimes:
                                             else wall))
     if naive.tz is not None:
         raise ValueError(f"expected naive local stamps, found zone {naive.tz}")
+    naive = naive.as_unit("ns")
     n = len(naive)
     occurrence = pd.Series(np.arange(n)).groupby(naive.asi8).cumcount().to_numpy()
     summer = naive.tz_localize(tz, ambiguous=np.ones(n, bool), nonexistent="NaT")
@@ -153,4 +154,4 @@ def _utc(t: pd.Timestamp) -> pd.Timestamp:
 def _utc_index(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
         raise ValueError("expected a zone-aware DatetimeIndex (UTC)")
-    return index.tz_convert("UTC")
+    return index.tz_convert("UTC").as_unit("ns")

@@ -25,8 +25,8 @@ class QualityConfig:
     ``outlier_min_rel`` times the series' typical level away from it."""
 
     stuck_hours: int = 6
-    outlier_z: float = 7.0
-    outlier_min_rel: float = 0.35
+    outlier_z: float = 8.0
+    outlier_min_rel: float = 0.5
     neighbour_weeks: int = 3
 
 
@@ -135,9 +135,12 @@ def _outliers(y: np.ndarray, c: QualityConfig) -> np.ndarray:
     ok = ~np.isnan(resid)
     if ok.sum() < WEEK_H:
         return np.zeros(n, bool)
-    scale = 1.4826 * float(np.median(np.abs(resid[ok] - np.median(resid[ok]))))
+    # local robust scale: the residuals' median absolute size over the surrounding weeks,
+    # so a volatile season (summer irrigation) raises the bar instead of being flagged
+    local = pd.Series(np.abs(resid)).rolling(2 * WEEK_H, center=True, min_periods=WEEK_H // 2)
+    scale = 1.4826 * local.median().bfill().ffill().to_numpy()
     level = float(np.median(np.abs(y[~np.isnan(y)])))
-    limit = max(c.outlier_z * scale, c.outlier_min_rel * level)
+    limit = np.maximum(c.outlier_z * scale, c.outlier_min_rel * level)
     return ok & (np.abs(resid) > limit)
 
 
