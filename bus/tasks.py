@@ -264,6 +264,12 @@ class TaskRunner:
                                          f"{getattr(event, 'kind', '?')!r} is not done by "
                                          f"{self.worker.name}")
             return
+        if event.not_before is not None:
+            wait = (event.not_before - utc_now()).total_seconds()
+            if wait > 0:  # not yet: it comes back when it may start
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=min(wait, 30.0))
+                return
         state, _ = await self.states.get(event.tenant, event.event_id)
         if state.state in FINISHED:
             await msg.ack()  # a repeated request of a finished task: nothing to do
@@ -338,6 +344,18 @@ class TaskRunner:
     # ------------------------------------------------------------ one task
 
     async def _execute(self, msg: Msg, event: TaskRequested) -> None:
+        from opentelemetry import trace
+
+        from bus import tracing
+
+        with tracing.tracer().start_as_current_span(
+                f"{self.worker.name} {event.kind}", context=tracing.extract(msg.headers),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"tagus.processor": self.worker.name, "tagus.tenant": event.tenant,
+                            "tagus.task_id": event.event_id, "tagus.kind": event.kind}):
+            await self._execute_traced(msg, event)
+
+    async def _execute_traced(self, msg: Msg, event: TaskRequested) -> None:
         tenant, task_id = event.tenant, event.event_id
         bound = self._log.bind(tenant=tenant, task_id=task_id, kind=event.kind)
 

@@ -433,7 +433,9 @@ class ChainRule(_Doc):
     ``request`` with ``params``.  ``where`` keys are event fields (``kind`` of a task
     event, ``verified`` of a schedule...), or ``bound_role`` for readings (a sensor bound
     with that role is in the batch).  ``debounce_s``: events within one window request
-    one task.  ``mode``: only when the tenant's mode for this capability is automatic."""
+    one task.  ``delay_s``: the task starts this long after the (first) event, e.g. so the
+    readings that triggered it are stored first.  ``automatic_only``: only while the
+    tenant's mode for this capability is automatic."""
 
     name: str = Field(pattern=_NAME)
     on: str = Field(pattern=r"^[a-z_]+\.[a-z_.]+$")
@@ -441,13 +443,15 @@ class ChainRule(_Doc):
     request: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] = {}
     debounce_s: float = Field(default=0.0, ge=0)
+    delay_s: float = Field(default=0.0, ge=0, le=86400)
     automatic_only: Literal["schedules", "forecasts", "alerts"] | None = None
     enabled: bool = True
 
 
 DEFAULT_CHAINS = [
     {"name": "readings-to-forecast", "on": "readings.normalised",
-     "where": {"bound_role": "zone_inflow"}, "request": "forecast.run", "debounce_s": 3600},
+     "where": {"bound_role": "zone_inflow"}, "request": "forecast.run", "debounce_s": 3600,
+     "delay_s": 120},
     {"name": "forecast-to-optimise", "on": "forecast.issued", "request": "optimise"},
     {"name": "release-verified", "on": "schedule.proposed", "where": {"verified": True},
      "request": "schedule.release", "automatic_only": "schedules"},

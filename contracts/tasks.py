@@ -51,6 +51,8 @@ class TaskRequested(Event, frozen=True, kw_only=True, tag="task.requested"):
     ``chain:<rule>``.  ``config_versions``: configuration versions pinned at request time
     (the worker loads exactly those: a replay reproduces the outcome).
     ``time_limit_s``: the worker fails the task ("timed out") past this.
+    ``not_before``: do not start before (e.g. a chained task that waits for the readings
+    that triggered it to be stored, or for a debounce window to fill).
     """
 
     __subject_key__: ClassVar[str] = "subject_token"
@@ -62,6 +64,7 @@ class TaskRequested(Event, frozen=True, kw_only=True, tag="task.requested"):
     requested_by: str = ""
     config_versions: dict[str, int] = {}
     time_limit_s: float | None = None
+    not_before: datetime | None = None
 
     @property
     def task_id(self) -> str:

@@ -66,7 +66,7 @@ class ConfigLoader:
     CONFIG stream (a kind's history is short) and cached per process.
     """
 
-    KINDS = ("tenant", "network", "assets", "tariff", "rules")
+    KINDS = ("tenant", "network", "assets", "tariff", "rules", "chains")
 
     def __init__(self) -> None:
         self._history: dict[tuple[str, str], list] = {}

@@ -48,6 +48,7 @@ async def _serve_api(settings: Settings, config: ApiConfig) -> None:
 
     from ops import wiring
     from ops.config_service import ConfigStore
+    from ops.task_service import TaskDesk
     from projections.api import create_app
 
     nc = await wiring.nats_connection(settings, "tagus-api")
@@ -55,7 +56,8 @@ async def _serve_api(settings: Settings, config: ApiConfig) -> None:
     try:
         tokens = await wiring.token_view(settings, nc)
         store = ConfigStore(nc.jetstream(), known_sensors=wiring.sensor_lister(settings))
-        app = create_app(config, tokens=tokens, config_store=store)
+        app = create_app(config, tokens=tokens, config_store=store,
+                         tasks=TaskDesk(nc.jetstream()))
         server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port,
                                                access_log=False,
                                                log_level=config.log_level.lower()))

@@ -20,6 +20,7 @@ from projections.questdb import QuestDB
 
 def components(settings: Settings) -> dict[str, Component]:
     """Every processor, projection and task worker this deployment runs, by consumer name."""
+    from processors.chain import handler as chain
     from processors.kpi import handler as kpi
 
     db = questdb(settings)
@@ -31,6 +32,9 @@ def components(settings: Settings) -> dict[str, Component]:
         *intake_log.projections(db),
         config_view.projection(),
         tasks.projection(db),
+        *(Processor(name=name, accepts=accepts, handle=chain.handle, needs=chain.NEEDS,
+                    loaders={"config": load["config"]})
+          for name, accepts in chain.CHAINS.items()),
         TaskWorker(name="worker-kpi", handlers=kpi.HANDLERS, needs=kpi.NEEDS,
                    loaders={n: load[n] for n in kpi.NEEDS}, time_limit_s=600,
                    preload=("processors.kpi.handler",)),

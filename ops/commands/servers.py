@@ -63,9 +63,28 @@ async def status(settings, args) -> int:
     print_servers(settings)
     async with wiring.nats(settings, "tagus-status") as nc:
         pos = await positions(nc, wiring.topology(settings))
-    print(f"\n{'consumer':24} {'stream':12} {'acked up to':>12} {'pending':>9} "
-          f"{'in flight':>9} {'redelivered':>11}")
+    # "acked up to" is the ack floor: a message in retry holds it while later ones are
+    # done; "delivered up to" shows how far the consumer has got meanwhile
+    print(f"\n{'consumer':24} {'stream':12} {'acked up to':>12} {'delivered to':>12} "
+          f"{'pending':>9} {'in flight':>9} {'redelivered':>11}")
     for p in pos:
-        print(f"{p.durable:24} {p.stream:12} {p.ack_floor_stream_seq:12d} {p.num_pending:9d} "
-              f"{p.num_ack_pending:9d} {p.num_redelivered:11d}")
+        print(f"{p.durable:24} {p.stream:12} {p.ack_floor_stream_seq:12d} "
+              f"{p.delivered_stream_seq:12d} {p.num_pending:9d} {p.num_ack_pending:9d} "
+              f"{p.num_redelivered:11d}")
+    try:
+        from projections.api import queries
+
+        conn = await wiring.pg_connection(settings)
+        try:
+            waiting = await queries.tasks_waiting(conn)
+        finally:
+            await conn.close()
+    except Exception as e:  # noqa: BLE001 - QuestDB down: say so, the rest is shown
+        print(f"\ntasks waiting: unknown (QuestDB: {type(e).__name__})")
+        return 0
+    print(f"\n{'tasks waiting: tenant':24} {'kind':24} {'requested, not started':>22}")
+    for tenant, kind, n in waiting:
+        print(f"{tenant:24} {kind:24} {n:22d}")
+    if not waiting:
+        print("(none)")
     return 0

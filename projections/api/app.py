@@ -9,7 +9,9 @@ import structlog
 from fastapi import FastAPI, Request
 
 from bus.tokens import TokenFile
-from projections.api import errors, routes_config, routes_intakes, routes_readings
+from projections.api import (
+    errors, routes_config, routes_intakes, routes_readings, routes_tasks,
+)
 from projections.api.config import ApiConfig
 from projections.api.db import Database
 from projections.api.errors import json_response
@@ -19,7 +21,7 @@ from projections.api.models import HealthOut, ReadyOut
 log = structlog.get_logger("tagus.api")
 
 
-def create_app(config: ApiConfig, *, tokens=None, config_store=None) -> FastAPI:
+def create_app(config: ApiConfig, *, tokens=None, config_store=None, tasks=None) -> FastAPI:
     """The ASGI app.  No I/O here: the pool opens (empty) when the app starts.
 
     ``tokens``: the token view (``authenticate(token, scope)``); default the token file
@@ -49,9 +51,11 @@ def create_app(config: ApiConfig, *, tokens=None, config_store=None) -> FastAPI:
     app.state.tokens = tokens if tokens is not None else TokenFile(config.tokens_path)
     app.state.units = routes_readings.UnitCache()
     app.state.config_store = config_store
+    app.state.tasks = tasks
     app.include_router(routes_readings.router)
     app.include_router(routes_intakes.router)
     app.include_router(routes_config.router)
+    app.include_router(routes_tasks.router)
     errors.install(app, config.retry_after_s)
     _add_probes(app, db, limits, config)
     app.add_middleware(_RequestLog)

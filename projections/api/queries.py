@@ -30,6 +30,7 @@ from contracts.readings import sensor_id_problem
 from projections.api.errors import InvalidParameter
 from projections.intake_log import LOG_TABLE, REJECTED_TABLE
 from projections.readings import TABLE
+from projections.tasks import TABLE as TASKS_TABLE
 
 AGGS = ("avg", "min", "max", "sum", "count", "first", "last")
 FILLS = ("none", "null", "prev", "linear")
@@ -324,3 +325,69 @@ def _csv_value(v) -> str:
 def _shown(text: str, limit: int = 60) -> str:
     """A caller's text quoted for an error message, cut at ``limit`` characters."""
     return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
+# ---------------------------------------------------------------- tasks
+
+TASK_ROWS_SQL = (f"SELECT task_id, kind, state, ts, requested_by, message, attempt, fraction, "
+                 f"duration_s, queued_s FROM {TASKS_TABLE} WHERE tenant = $1 "
+                 f"ORDER BY ts DESC LIMIT $2")
+TASK_SQL = (f"SELECT task_id, kind, state, ts, requested_by, schedule, slot, message, attempt, "
+            f"fraction, duration_s, queued_s, retryable, outputs, params FROM {TASKS_TABLE} "
+            f"WHERE tenant = $1 AND task_id = $2 ORDER BY ts")
+WAITING_SQL = (f"SELECT tenant, kind, task_id, state FROM {TASKS_TABLE} "
+               f"WHERE ts > dateadd('d', -7, now())")
+
+
+def check_task_id(task_id: str) -> str:
+    if not re.fullmatch(r"[0-9a-f-]{36}", task_id or ""):
+        raise InvalidParameter("task_id", f"expected a task id (a UUID), got {_shown(task_id)}")
+    return task_id
+
+
+async def tasks(db, tenant: str, *, limit: int = 50, kind: str | None = None,
+                state: str | None = None) -> list[dict]:
+    """The tenant's latest tasks, each with its current state: the last transition
+    (``started``/``progressed`` read as ``running``), when and by whom it was requested,
+    and the latest message (progress, failure reason)."""
+    rows = await _fetch_or_empty(db, TASK_ROWS_SQL, tenant, min(limit * 20, 100_000))
+    by_task: dict[str, dict] = {}
+    for r in reversed(rows):  # oldest first: the last transition is the state
+        t = by_task.setdefault(r["task_id"], {
+            "task_id": r["task_id"], "kind": r["kind"], "state": "", "requested_at": None,
+            "requested_by": "", "detail": "", "fraction": None, "duration_s": None})
+        t["updated_at"] = iso_utc(r["ts"])
+        if r["state"] == "requested":
+            t["requested_at"], t["requested_by"] = iso_utc(r["ts"]), r["requested_by"]
+        if r["fraction"] is not None and not math.isnan(r["fraction"]):
+            t["fraction"] = r["fraction"]
+        if r["duration_s"] is not None and not math.isnan(r["duration_s"]):
+            t["duration_s"] = r["duration_s"]
+        if r["message"]:
+            t["detail"] = r["message"]
+        if r["state"] != "progressed":
+            t["state"] = {"started": "running"}.get(r["state"], r["state"])
+    out = [t for t in by_task.values() if (not kind or t["kind"] == kind)
+           and (not state or t["state"] == state)]
+    return sorted(out, key=lambda t: t["updated_at"], reverse=True)[:limit]
+
+
+async def task(db, tenant: str, task_id: str) -> list[dict]:
+    """Every transition of one task, oldest first."""
+    rows = await _fetch_or_empty(db, TASK_SQL, tenant, check_task_id(task_id))
+    return [{k: (iso_utc(v) if isinstance(v, datetime) else
+                 None if isinstance(v, float) and math.isnan(v) else v)
+             for k, v in dict(r).items()} for r in rows]
+
+
+async def tasks_waiting(db) -> list[tuple[str, str, int]]:
+    """(tenant, kind, count) of tasks requested and not started, over every tenant."""
+    last: dict[str, tuple[str, str, str]] = {}
+    for r in await _fetch_or_empty(db, WAITING_SQL):
+        if r["state"] != "progressed":
+            last[r["task_id"]] = (r["tenant"], r["kind"], r["state"])
+    counts: dict[tuple[str, str], int] = {}
+    for tenant, kind, state in last.values():
+        if state in ("requested", "cancel_requested"):
+            counts[(tenant, kind)] = counts.get((tenant, kind), 0) + 1
+    return sorted((t, k, n) for (t, k), n in counts.items())
