@@ -2,29 +2,34 @@
 
 Writes a synthetic wide CSV (``--sensors`` flow meters in l/s at 1-minute resolution
 over ``--days``, wall-clock time in ``--tz``, ``;``-separated with decimal commas, fixed
-seed; streamed to disk block by block) plus its source mapping, then, for a fresh tenant
-per run, times ``Intake.submit_detailed`` -> ``normalise`` -> ``questdb-readings`` ->
-WAL applied, and checks that exactly sensors x rows rows exist for the tenant.  The two
-components run either in this process (as ``tagus ingest`` does) or as two ``tagus run``
-subprocesses (one per core).  Ceilings, measured in the same run on the same batches
-(those the e2e run published): QuestDB through ``frame`` + ``write_frame`` until WAL is
-applied, and JetStream publishing (``publish_async`` and one-at-a-time as the runner
-does) into a temporary stream.  Peak RSS at two file sizes (``--small-days``, ``--days``):
-``ru_maxrss`` of this process for the in-process variant (run first, small file first),
-sampled with psutil for the ``tagus run`` subprocesses; CPU seconds of every process
-involved, the servers included, and of everything else on the machine (noise).
+seed) plus its source mapping, then, for a fresh tenant per run, times
+``Intake.submit_detailed`` -> ``normalise`` -> ``questdb-readings`` -> WAL applied, and
+checks that exactly sensors x rows rows exist for the tenant.  The two components run in
+this process (``ops.service.run_components``) or as two ``tagus run`` subprocesses (one
+per core); the clock stops when both consumers have acknowledged everything and the WAL
+is applied.  Ceilings, same run, same batches: QuestDB through ``frame`` + ``write_frame``
+until WAL is applied, and JetStream publishing (``publish_async`` and one at a time as the
+runner does) into a temporary stream.  Peak RSS at two file sizes (``--small-days``,
+``--days``): ``ru_maxrss`` of this process in-process (run first, small file first),
+sampled with psutil for the subprocesses; CPU seconds of every process involved, the
+servers included, and of everything else on the machine (noise).
 
-Side effects: the bench tenants' readings live on days of 2001 in the shared ``readings``
-table.  After every run those day partitions are dropped, so each run writes into empty
-partitions (only when every row on those days belongs to this bench's tenants); at the
-end the tenants' subjects are purged from INTAKE, READINGS and DEADLETTER, their uploads
-and KV keys deleted, and the temporary stream deleted.  ``--keep`` leaves all of it.
+``--quick`` (the CI smoke run): 20 sensors x 1 day, one run of each variant and ceiling,
+the same table in well under a minute.  Exit code 0 unless an upload failed, readings
+were lost or duplicated, or a runner died; the ratio target is reported, not enforced.
+
+Side effects: the bench rows live on days of 2001 in the shared ``readings`` table; those
+day partitions are dropped after every run (only when every row there is this bench's),
+so each run writes into empty partitions.  At the end the bench tenants' subjects are
+purged from every stream, their uploads, KV keys and output records deleted, and the
+temporary stream deleted.  ``--keep`` leaves all of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -40,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 import numpy as np
 import pandas as pd
 import psutil
@@ -47,24 +53,33 @@ from nats.aio.client import Client
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError as JsNotFound
 
-from bus.runner import Runner
-from bus.storage import INTAKE_BUCKET, MAPPINGS_BUCKET, SEEN_BUCKET, put_mapping
-from bus.topology import ensure_topology
-from contracts.registry import decode
-from ops import wiring
-from ops.settings import Settings, load_settings
-from ops.wiring import questdb
-from producers.intake import Intake
+from bus.outputs import OUTPUTS_BUCKET, OutputLog
+from bus.storage import INTAKE_BUCKET, MAPPINGS_BUCKET, SEEN_BUCKET, mapping_key, put_mapping
+from bus.subjects import event_subjects, stream_name, tenant_subjects
+from bus.topology import Topology, ensure_topology
+from contracts.intake import IntakeFailed, IntakeParsed
 from contracts.mapping import SourceMapping
+from contracts.readings import ReadingsNormalised
+from contracts.registry import FAMILIES, decode, family_of
+from ops import wiring
+from ops.service import positions, run_components, wait_caught_up
+from ops.settings import Settings, load_settings
+from producers.intake import Intake
 from projections.questdb import QuestDB
 from projections.readings import TABLE, frame, projection
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: ops/dev/ -> ops/ -> here
 START = (2001, 2, 5)  # a Monday; days of 2001 that no real tenant's data touches
 MAPPING_ID = "bench-flows"
 COMPONENTS = ("normalise", "questdb-readings")
 VARIANTS = ("inproc", "subproc")
+QUICK = {"sensors": 20, "days": 1, "small_days": 0, "repeat": 1, "e2e_repeat": 1}
 _TTY = sys.stderr.isatty()
+
+# SQL: values are bound over PG wire ($1...); the only identifier is the projection's
+# constant table name.
+COUNT_SQL = f"SELECT count() FROM {TABLE} WHERE tenant = $1"
+HELD_SQL = f"SELECT tenant, count() FROM {TABLE} WHERE ts >= $1 AND ts < $2"
 
 
 # ---------------------------------------------------------------- the file
@@ -115,14 +130,14 @@ def mapping_yaml(*, sensors: int, tz: str) -> bytes:
     return text
 
 
-def day_range_utc(days: int, tz: str) -> tuple[str, str]:
-    """[first, end) UTC day partitions that hold a ``days``-day file starting at START."""
+def day_range_utc(days: int, tz: str) -> tuple[datetime, datetime]:
+    """[first, end) UTC midnights of the day partitions that hold a ``days``-day file
+    starting at START (aware datetimes)."""
     y, m, d = START
     lo = datetime(y, m, d, tzinfo=ZoneInfo(tz)).astimezone(UTC)
-    hi = lo + timedelta(days=days)
-    first = lo.date()
-    end = (hi - timedelta(microseconds=1)).date() + timedelta(days=1)
-    return f"{first.isoformat()}T00:00:00.000000Z", f"{end.isoformat()}T00:00:00.000000Z"
+    last = lo + timedelta(days=days) - timedelta(microseconds=1)
+    first = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
+    return first, datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
 
 
 # ---------------------------------------------------------------- memory
@@ -163,10 +178,10 @@ class ProcSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._sample(final=True)
+        self._sample()
         self.cpu["other"] = max(0.0, _busy() - self._busy0 - sum(self.cpu.values()))
 
-    def _sample(self, final: bool = False) -> None:
+    def _sample(self) -> None:
         with self._lock:
             procs = list(self._procs.items())
         for name, p in procs:
@@ -207,6 +222,43 @@ def ru_maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+# ---------------------------------------------------------------- QuestDB and JetStream
+
+
+async def _sql(settings: Settings, query: str, *args) -> list:
+    """Rows of ``query`` over PG wire with ``args`` bound to ``$1``..."""
+    conn = await wiring.pg_connection(settings)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def _rows_of(settings: Settings, tenant: str) -> int:
+    return (await _sql(settings, COUNT_SQL, tenant))[0][0]
+
+
+def _bench_topology(settings: Settings) -> Topology:
+    """The deployment's topology with only the two consumers the bench times."""
+    topo = wiring.topology(settings)
+    return Topology(topo.streams, tuple(topo.consumer(n) for n in COMPONENTS), topo.buckets)
+
+
+async def _count(js, event_cls, tenant: str) -> int:
+    """Messages of one event type of ``tenant`` in its family's stream."""
+    info = await js.stream_info(stream_name(family_of(event_cls)),
+                                subjects_filter=event_subjects(event_cls, tenant))
+    return sum((info.state.subjects or {}).values())
+
+
+async def _waiting(nc: Client, topo: Topology) -> dict[str, int]:
+    """Pull requests waiting per consumer, i.e. whether a runner is attached (the
+    positions of ``ops.service`` carry lag, not this)."""
+    js = nc.jetstream()
+    return {c.durable: (await js.consumer_info(c.stream, c.durable)).num_waiting or 0
+            for c in topo.consumers}
+
+
 # ---------------------------------------------------------------- end to end
 
 
@@ -216,8 +268,9 @@ class E2E:
     days: int
     tenant: str
     readings: int
+    intake_id: str = ""
     submit_s: float = 0.0
-    parsed_s: float = 0.0  # normalise done: intake.parsed published
+    parsed_s: float = 0.0  # normalise done: it acknowledged the upload (intake.parsed out)
     written_s: float = 0.0  # questdb-readings acknowledged everything
     visible_s: float = 0.0  # WAL applied: everything queryable
     batches: int = 0  # ReadingsNormalised messages
@@ -246,162 +299,55 @@ class _Progress:
         sys.stderr.flush()
 
 
-async def _lags(js, topo) -> dict[str, tuple[int, int]]:
-    """{durable: (lag, pull requests waiting)} for the two components."""
-    out = {}
-    for name in COMPONENTS:
-        spec = topo.consumer(name)
-        info = await js.consumer_info(spec.stream, spec.durable)
-        out[name] = ((info.num_pending or 0) + (info.num_ack_pending or 0),
-                     info.num_waiting or 0)
-    return out
+@dataclass
+class _Hosts:
+    """Where the two components run: a task of this process or two `tagus run` processes."""
 
+    logs: dict[str, Path] = field(default_factory=dict)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    task: asyncio.Task | None = None
+    sink_writes: int = 0  # the projection's write() calls, known once they stopped
 
-async def _subject_counts(js, stream: str, subjects: str) -> dict[str, int]:
-    info = await js.stream_info(stream, subjects_filter=subjects)
-    return dict(info.state.subjects or {})
-
-
-async def _attached(js, topo, timeout_s: float, procs=()) -> None:
-    """Wait until both consumers have a pull request waiting (their runners are up)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for p in procs:
+    def check(self) -> None:
+        """Raise if a runner is gone (it would leave the bench waiting for nothing)."""
+        if self.task is not None and self.task.done():
+            exc = None if self.task.cancelled() else self.task.exception()
+            raise SystemExit(f"bench: the in-process runners stopped: {exc!r}")
+        for name, p in zip(COMPONENTS, self.procs, strict=False):
             if p.poll() is not None:
                 raise SystemExit(f"bench: `tagus {' '.join(p.args[3:])}` exited with code "
-                                 f"{p.returncode} at start; see its log above")
-        if all(w > 0 for _, w in (await _lags(js, topo)).values()):
-            return
-        await asyncio.sleep(0.05)
-    raise SystemExit(f"bench: runners not attached to {COMPONENTS} within {timeout_s:.0f} s")
+                                 f"{p.returncode}; see {self.logs[name]}")
 
 
-async def _caught_up(js, topo, label: str, timeout_s: float = 600.0) -> None:
-    """Let the runners work off whatever was already pending (others' events)."""
-    deadline = time.monotonic() + timeout_s
-    while any(lag for lag, _ in (await _lags(js, topo)).values()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {label}: consumers still behind after {timeout_s:.0f} s")
-        await asyncio.sleep(0.1)
-
-
-async def _timed_ingest(nc: Client, settings: Settings, topo, csv: Path, tenant: str,
-                        r: E2E, progress: _Progress, procs=()) -> None:
-    """Submit, wait for parsed + consumers caught up, wait for WAL, verify the count."""
-    js = nc.jetstream()
-    await put_mapping(js, tenant, MAPPING_ID, (csv.with_suffix(".yaml")).read_bytes())
-    t0 = time.perf_counter()
-    submitted = await Intake(js).submit_detailed(
-        tenant=tenant, source="file", content_type="text/csv", body=csv,
-        filename=csv.name, mapping_id=MAPPING_ID)
-    r.submit_s = time.perf_counter() - t0
-    if submitted.duplicate:
-        raise SystemExit(f"bench: tenant {tenant} already ingested this file (not fresh)")
-    shown = 0.0
-    while True:
-        for p in procs:
-            if p.poll() is not None:
-                raise SystemExit(f"bench: `tagus {' '.join(p.args[3:])}` died (exit code "
-                                 f"{p.returncode}) during the run of {tenant}")
-        intake = await _subject_counts(js, "INTAKE", f"tagus.intake.{tenant}.*")
-        lags = await _lags(js, topo)
-        now = time.perf_counter() - t0
-        if intake.get(f"tagus.intake.{tenant}.failed"):
-            raise SystemExit(f"bench: {tenant}: intake.failed; see `tagus status` and the "
-                             "DEADLETTER stream")
-        parsed = bool(intake.get(f"tagus.intake.{tenant}.parsed"))
-        if parsed and not r.parsed_s:
-            r.parsed_s = now
-        if parsed and not any(lag for lag, _ in lags.values()):
-            r.written_s = now
-            break
-        if now - shown >= 1.0:
-            shown = now
-            batches = await _subject_counts(js, "READINGS", f"tagus.readings.{tenant}.normalised")
-            progress.show(f"{now:5.1f} s  normalise {'done' if parsed else 'parsing'}, "
-                          f"{sum(batches.values())} batches published, questdb-readings "
-                          f"{lags['questdb-readings'][0]} behind")
-        if now > 1800:
-            raise SystemExit(f"bench: {tenant}: not caught up after 30 min: {lags}")
-        await asyncio.sleep(0.1)
-    progress.show(f"{r.written_s:5.1f} s  written; waiting for WAL apply")
-    db = questdb(settings)
-    await asyncio.to_thread(db.wait_for_wal, TABLE, 600.0)
-    r.visible_s = time.perf_counter() - t0
-    count = db.rows(f"select count() from {TABLE} where tenant = '{tenant}'")[0][0]
-    if count != r.readings:
-        raise SystemExit(f"bench: {tenant}: expected {r.readings:,} rows in {TABLE}, "
-                         f"found {count:,}: the pipeline lost or duplicated readings")
-    r.batches = sum((await _subject_counts(
-        js, "READINGS", f"tagus.readings.{tenant}.normalised")).values())
-    progress.show(f"{r.visible_s:5.1f} s  {count:,} rows queryable "
-                  f"({r.rate / 1e3:,.0f} k readings/s)", final=True)
-
-
-async def e2e_inproc(settings: Settings, csv: Path, r: E2E, batch: int) -> None:
-    """Both components as Runners on this process's event loop (as `tagus ingest` does)."""
-    topo = wiring.topology(settings)
-    comps = wiring.components(settings)
-    nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
-    progress = _Progress(f"e2e {r.variant} {r.days}d {r.tenant}")
-    stop = asyncio.Event()
+@contextlib.asynccontextmanager
+async def _hosted(variant: str, settings: Settings, batch: int, logdir: Path, label: str):
+    """Run the two components for the body; stop them after it (SIGTERM for processes)."""
+    hosts, stop = _Hosts(), asyncio.Event()
     try:
-        js = nc.jetstream()
-        await _refuse_foreign_runners(js, topo)
-        runners = [Runner(nc, comps[n], topo.consumer(n), batch=batch) for n in COMPONENTS]
-        tasks = [asyncio.create_task(x.run(stop)) for x in runners]
-        try:
-            await _attached(js, topo, 60)
-            await _caught_up(js, topo, "warm-up")
-            before = runners[1].stats.batches
-            with ProcSampler() as ps:
-                ps.watch("bench (normalise + questdb-readings)", os.getpid(), rss=False)
-                _watch_servers(ps, settings)
-                await _timed_ingest(nc, settings, topo, csv, r.tenant, r, progress)
-            r.rss, r.cpu = {"this process (ru_maxrss, lifetime)": ru_maxrss_bytes()}, ps.cpu
-            r.sink_writes = runners[1].stats.batches - before
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
+        if variant == "inproc":
+            hosts.task = asyncio.create_task(
+                run_components(settings, list(COMPONENTS), stop, batch=batch))
+        else:
+            for name in COMPONENTS:
+                hosts.logs[name] = logdir / f"{label}-{name}.log"
+                with open(hosts.logs[name], "wb") as log:
+                    hosts.procs.append(subprocess.Popen(
+                        [sys.executable, "-m", "ops.cli", "run", name, "--batch", str(batch)],
+                        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+        yield hosts
     finally:
-        await nc.drain()
-
-
-async def e2e_subproc(settings: Settings, csv: Path, r: E2E, logdir: Path, batch: int) -> None:
-    """Each component in its own `tagus run` process; this one only submits and polls."""
-    topo = wiring.topology(settings)
-    nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
-    progress = _Progress(f"e2e {r.variant} {r.days}d {r.tenant}")
-    procs: list[subprocess.Popen] = []
-    try:
-        js = nc.jetstream()
-        await _refuse_foreign_runners(js, topo)
-        for name in COMPONENTS:
-            log = open(logdir / f"{r.tenant}-{name}.log", "wb")  # noqa: SIM115 - closed below
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "ops.cli", "run", name, "--batch", str(batch)], cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()))
-            log.close()
-        await _attached(js, topo, 120, procs)
-        await _caught_up(js, topo, "warm-up")
-        with ProcSampler() as ps:
-            ps.watch("bench (submit + poll)", os.getpid(), rss=False)
-            for name, p in zip(COMPONENTS, procs, strict=True):
-                ps.watch(f"tagus run {name}", p.pid)
-            _watch_servers(ps, settings)
-            await _timed_ingest(nc, settings, topo, csv, r.tenant, r, progress, procs)
-        r.rss, r.cpu = ps.peak, ps.cpu
-    finally:
-        for p in procs:
+        stop.set()
+        for p in hosts.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in procs:
+        for p in hosts.procs:
             try:
                 p.wait(60)
             except subprocess.TimeoutExpired:
                 p.kill()
-        await nc.drain()
-    r.sink_writes = _writes_logged(logdir / f"{r.tenant}-questdb-readings.log", r.tenant)
+        stats = await hosts.task if hosts.task is not None else None
+    hosts.sink_writes = (stats[COMPONENTS.index("questdb-readings")].batches if stats
+                         else _writes_logged(hosts.logs["questdb-readings"], label))
 
 
 def _writes_logged(log: Path, tenant: str) -> int:
@@ -416,41 +362,126 @@ def _writes_logged(log: Path, tenant: str) -> int:
     return n
 
 
-async def _refuse_foreign_runners(js, topo) -> None:
-    busy = [n for n, (_, waiting) in (await _lags(js, topo)).items() if waiting]
-    if busy:
-        raise SystemExit(f"bench: another runner is attached to {busy} (a `tagus run` "
-                         "somewhere?): it would take part of the work and skew the figures; "
-                         "stop it and run the bench again")
+async def _warm_up(nc: Client, settings: Settings, topo: Topology, batch: int) -> None:
+    """Refuse a runner attached elsewhere (it would take part of the work and skew the
+    figures); work off whatever was already pending (others' events) before the clock."""
+    deadline = time.monotonic() + 3.0  # our previous run's last pull request may linger ~1 s
+    while busy := [n for n, w in (await _waiting(nc, topo)).items() if w]:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: another runner is attached to {busy} (a `tagus run` "
+                             "somewhere?): it would take part of the work and skew the "
+                             "figures; stop it and run the bench again")
+        await asyncio.sleep(0.1)
+    if any(p.lag for p in await positions(nc, topo)):
+        async with _hosted("inproc", settings, batch, Path(), "warm-up") as hosts:
+            await _caught_up(nc, topo, "warm-up", 600.0, lambda _: hosts.check())
+
+
+async def _attached(nc: Client, topo: Topology, hosts: _Hosts, timeout_s: float) -> None:
+    """Wait until both consumers have a pull request waiting (their runners are up)."""
+    deadline = time.monotonic() + timeout_s
+    while not all((await _waiting(nc, topo)).values()):
+        hosts.check()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: runners not attached to {COMPONENTS} within "
+                             f"{timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def _caught_up(nc: Client, topo: Topology, label: str, timeout_s: float,
+                     on_progress) -> None:
+    try:
+        await wait_caught_up(nc, topo, timeout_s=timeout_s, on_progress=on_progress)
+    except TimeoutError as e:
+        raise SystemExit(f"bench: {label}: {e}") from None
+
+
+async def _timed_ingest(nc: Client, settings: Settings, topo: Topology, csv: Path, r: E2E,
+                        hosts: _Hosts, progress: _Progress) -> None:
+    """Submit, wait until both consumers caught up, wait for WAL, verify the count."""
+    js = nc.jetstream()
+    await put_mapping(js, r.tenant, MAPPING_ID, (csv.with_suffix(".yaml")).read_bytes())
+    t0 = time.perf_counter()
+    submitted = await Intake(js).submit_detailed(
+        tenant=r.tenant, source="file", content_type="text/csv", body=csv,
+        filename=csv.name, mapping_id=MAPPING_ID)
+    r.submit_s = time.perf_counter() - t0
+    r.intake_id = submitted.event.event_id
+    if submitted.duplicate:
+        raise SystemExit(f"bench: tenant {r.tenant} already ingested this file (not fresh)")
+    shown = [0.0]
+
+    def on_progress(pos) -> None:
+        hosts.check()
+        now = time.perf_counter() - t0
+        lag = {p.durable: p.lag for p in pos}
+        if not r.parsed_s and lag["normalise"] == 0:  # acked after its outputs went out
+            r.parsed_s = now
+        if now - shown[0] >= 1.0:
+            shown[0] = now
+            progress.show(f"{now:5.1f} s  normalise {'done' if r.parsed_s else 'parsing'}, "
+                          f"questdb-readings {lag['questdb-readings']} behind")
+
+    await _caught_up(nc, topo, r.tenant, 1800.0, on_progress)
+    r.written_s = time.perf_counter() - t0
+    if await _count(js, IntakeFailed, r.tenant) or not await _count(js, IntakeParsed, r.tenant):
+        raise SystemExit(f"bench: {r.tenant}: no intake.parsed (intake.failed?); see `tagus "
+                         "status` and the DEADLETTER stream")
+    progress.show(f"{r.written_s:5.1f} s  written; waiting for WAL apply")
+    await asyncio.to_thread(wiring.questdb(settings).wait_for_wal, TABLE, 600.0)
+    r.visible_s = time.perf_counter() - t0
+    count = await _rows_of(settings, r.tenant)
+    if count != r.readings:
+        raise SystemExit(f"bench: {r.tenant}: expected {r.readings:,} rows in {TABLE}, "
+                         f"found {count:,}: the pipeline lost or duplicated readings")
+    r.batches = await _count(js, ReadingsNormalised, r.tenant)
+    progress.show(f"{r.visible_s:5.1f} s  {count:,} rows queryable "
+                  f"({r.rate / 1e3:,.0f} k readings/s)", final=True)
+
+
+async def e2e(nc: Client, settings: Settings, csv: Path, r: E2E, batch: int,
+              logdir: Path) -> None:
+    """One timed run of ``r.variant``; fills ``r``."""
+    topo = _bench_topology(settings)
+    await _warm_up(nc, settings, topo, batch)
+    progress = _Progress(f"e2e {r.variant} {r.days}d {r.tenant}")
+    async with _hosted(r.variant, settings, batch, logdir, r.tenant) as hosts:
+        await _attached(nc, topo, hosts, 60 if r.variant == "inproc" else 120)
+        with ProcSampler() as ps:
+            if hosts.procs:
+                ps.watch("bench (submit + poll)", os.getpid(), rss=False)
+                for name, p in zip(COMPONENTS, hosts.procs, strict=True):
+                    ps.watch(f"tagus run {name}", p.pid)
+            else:
+                ps.watch("bench (normalise + questdb-readings)", os.getpid(), rss=False)
+            _watch_servers(ps, settings)
+            await _timed_ingest(nc, settings, topo, csv, r, hosts, progress)
+        r.cpu = ps.cpu
+        r.rss = ps.peak if hosts.procs else {
+            "this process (ru_maxrss, lifetime)": ru_maxrss_bytes()}
+    r.sink_writes = hosts.sink_writes
 
 
 # ---------------------------------------------------------------- ceilings
 
 
-async def fetch_batches(settings: Settings, tenant: str) -> list[tuple[bytes, dict]]:
+async def fetch_batches(nc: Client, tenant: str) -> list[tuple[bytes, dict]]:
     """The ReadingsNormalised messages (bytes, headers) the e2e run of ``tenant`` published."""
-    nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
+    js = nc.jetstream()
+    want = await _count(js, ReadingsNormalised, tenant)
+    sub = await js.subscribe(event_subjects(ReadingsNormalised, tenant), ordered_consumer=True)
+    out = []
     try:
-        js = nc.jetstream()
-        subject = f"tagus.readings.{tenant}.normalised"
-        want = sum((await _subject_counts(js, "READINGS", subject)).values())
-        sub = await js.subscribe(subject, ordered_consumer=True)
-        out = []
-        try:
-            while len(out) < want:
-                msg = await sub.next_msg(timeout=30)
-                out.append((msg.data, dict(msg.headers or {})))
-        finally:
-            await sub.unsubscribe()
-        return out
+        while len(out) < want:
+            msg = await sub.next_msg(timeout=30)
+            out.append((msg.data, dict(msg.headers or {})))
     finally:
-        await nc.drain()
+        await sub.unsubscribe()
+    return out
 
 
 def ceiling_questdb(db: QuestDB, batches: list[bytes], tenant: str, per_write: int) -> float:
     """decode -> frame -> write_frame, ``per_write`` messages per request, until WAL applied."""
-    import msgspec
-
     t0 = time.perf_counter()
     for i in range(0, len(batches), per_write):
         events = [msgspec.structs.replace(decode("readings", b), tenant=tenant)
@@ -460,99 +491,99 @@ def ceiling_questdb(db: QuestDB, batches: list[bytes], tenant: str, per_write: i
     return time.perf_counter() - t0
 
 
-async def ceiling_jetstream(settings: Settings, batches: list[tuple[bytes, dict]],
-                            stream: str, subject: str, run: int) -> tuple[float, float]:
+async def ceiling_jetstream(nc: Client, batches: list[tuple[bytes, dict]], stream: str,
+                            subject: str, run: int) -> tuple[float, float]:
     """(seconds with publish_async, seconds one awaited publish at a time) into ``stream``.
 
     Every publish gets a new ``Nats-Msg-Id``: a repeated id would be dropped by the
     stream's duplicate window, not stored, and flatter the figure.
     """
-    nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
-    try:
-        js = nc.jetstream()
-        out = []
-        for mode in ("async", "sync"):
-            await js.purge_stream(stream)
-            msgs = [(data, {**h, "Nats-Msg-Id": f"{h.get('Nats-Msg-Id')}-{mode}-{run}"})
-                    for data, h in batches]
-            t0 = time.perf_counter()
-            if mode == "async":
-                futures = [await js.publish_async(subject, data, headers=h) for data, h in msgs]
-                await js.publish_async_completed()
-                acks = [fut.result() for fut in futures]
-            else:
-                acks = [await js.publish(subject, data, headers=h, timeout=30)
-                        for data, h in msgs]
-            out.append(time.perf_counter() - t0)
-            if any(a.duplicate for a in acks) or len(acks) != len(batches):
-                raise SystemExit(f"bench: JetStream ceiling: {sum(bool(a.duplicate) for a in acks)}"
-                                 " publishes were dropped as duplicates")
-        return out[0], out[1]
-    finally:
-        await nc.drain()
+    js = nc.jetstream()
+    out = []
+    for mode in ("async", "sync"):
+        await js.purge_stream(stream)
+        msgs = [(data, {**h, "Nats-Msg-Id": f"{h.get('Nats-Msg-Id')}-{mode}-{run}"})
+                for data, h in batches]
+        t0 = time.perf_counter()
+        if mode == "async":
+            futures = [await js.publish_async(subject, data, headers=h) for data, h in msgs]
+            await js.publish_async_completed()
+            acks = [fut.result() for fut in futures]
+        else:
+            acks = [await js.publish(subject, data, headers=h, timeout=30) for data, h in msgs]
+        out.append(time.perf_counter() - t0)
+        if any(a.duplicate for a in acks) or len(acks) != len(batches):
+            raise SystemExit(f"bench: JetStream ceiling: {sum(bool(a.duplicate) for a in acks)}"
+                             " publishes were dropped as duplicates")
+    return out[0], out[1]
 
 
-async def make_bench_stream(settings: Settings, name: str, subject: str) -> None:
-    """A temporary stream configured like READINGS (storage, replicas, dedup window)."""
-    nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
-    try:
-        js = nc.jetstream()
-        have = (await js.stream_info("READINGS")).config
-        await js.add_stream(js_api.StreamConfig(
-            name=name, subjects=[subject], description="tagus bench ingest (temporary)",
-            storage=have.storage, retention=have.retention, num_replicas=have.num_replicas,
-            duplicate_window=have.duplicate_window, max_msg_size=have.max_msg_size,
-            allow_direct=True))
-    finally:
-        await nc.drain()
+async def make_bench_stream(nc: Client, name: str, subject: str) -> None:
+    """A temporary stream configured like the readings stream (storage, replicas, dedup
+    window).  Its name and subject are the bench's own, outside the ``tagus.`` root on
+    purpose: no Tagus stream or consumer may capture what the ceiling publishes."""
+    js = nc.jetstream()
+    have = (await js.stream_info(stream_name(family_of(ReadingsNormalised)))).config
+    await js.add_stream(js_api.StreamConfig(
+        name=name, subjects=[subject], description="tagus bench ingest (temporary)",
+        storage=have.storage, retention=have.retention, num_replicas=have.num_replicas,
+        duplicate_window=have.duplicate_window, max_msg_size=have.max_msg_size,
+        allow_direct=True))
 
 
 # ---------------------------------------------------------------- clean-up
 
 
-def drop_bench_days(db: QuestDB, prefix: str, days: int, tz: str) -> str:
+async def drop_bench_days(settings: Settings, db: QuestDB, prefix: str, days: int,
+                          tz: str) -> str:
     """Drop the day partitions of the bench window when only ``prefix`` tenants have rows there.
 
     Every run then writes into empty partitions: a write into days that already hold
     rows costs QuestDB an out-of-order merge that grows with what is there.
     """
     lo, hi = day_range_utc(days, tz)
-    where = f"ts >= '{lo}' and ts < '{hi}'"
-    held = db.rows(f"select tenant, count() from {TABLE} where {where}")
+    span = f"{lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
+    held = await _sql(settings, HELD_SQL, *(t.replace(tzinfo=None) for t in (lo, hi)))  # UTC
     if not held:
         return ""
     others = [t for t, _ in held if not t.startswith(prefix)]
     if others:
-        return (f"kept {TABLE} partitions {lo[:10]}..{hi[:10]}: they also hold rows of "
+        return (f"kept {TABLE} partitions {span}: they also hold rows of "
                 f"{others[:5]}{' ...' if len(others) > 5 else ''}")
-    db.exec(f"ALTER TABLE {TABLE} DROP PARTITION WHERE {where}")
-    db.wait_for_wal(TABLE, 120.0)
-    return f"dropped {TABLE} partitions {lo[:10]}..{hi[:10]} (bench rows only)"
+    # QuestDB's DDL cannot bind values: this statement is formatted, but only from the two
+    # datetimes day_range_utc computed (START, a day count, a zone ZoneInfo accepted)
+    lo_s, hi_s = (f"'{t:%Y-%m-%dT%H:%M:%S.%fZ}'" for t in (lo, hi))
+    await asyncio.to_thread(
+        db.exec, f"ALTER TABLE {TABLE} DROP PARTITION WHERE ts >= {lo_s} AND ts < {hi_s}")
+    await asyncio.to_thread(db.wait_for_wal, TABLE, 120.0)
+    return f"dropped {TABLE} partitions {span} (bench rows only)"
 
 
-async def cleanup(settings: Settings, prefix: str, tenants: list[str], stream: str) -> list[str]:
+async def cleanup(nc: Client, tenants: list[str], intake_ids: list[str],
+                  stream: str) -> list[str]:
     notes = []
-    nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
+    js = nc.jetstream()
     try:
-        js = nc.jetstream()
-        try:
-            await js.delete_stream(stream)
-            notes.append(f"deleted the temporary stream {stream}")
-        except JsNotFound:
-            pass
-        store = await js.object_store(INTAKE_BUCKET)
-        seen, maps = await js.key_value(SEEN_BUCKET), await js.key_value(MAPPINGS_BUCKET)
-        for t in tenants:
-            for fam in ("intake", "readings", "deadletter"):
-                await js.purge_stream(fam.upper(), subject=f"tagus.{fam}.{t}.>")
-            for info in await _object_names(store, f"{t}/"):
-                await store.delete(info)
-                await seen.purge(f"{t}.{info.split('/', 1)[1]}")
-            await maps.purge(f"{t}.{MAPPING_ID}")
-        notes.append(f"purged {len(tenants)} bench tenants from INTAKE/READINGS/DEADLETTER, "
-                     "their uploads and KV keys")
-    finally:
-        await nc.drain()
+        await js.delete_stream(stream)
+        notes.append(f"deleted the temporary stream {stream}")
+    except JsNotFound:
+        pass
+    store = await js.object_store(INTAKE_BUCKET)
+    seen, maps = await js.key_value(SEEN_BUCKET), await js.key_value(MAPPINGS_BUCKET)
+    for t in tenants:
+        for family in FAMILIES:
+            with contextlib.suppress(JsNotFound):
+                await js.purge_stream(stream_name(family), subject=tenant_subjects(family, t))
+        for name in await _object_names(store, f"{t}/"):
+            await store.delete(name)
+            await seen.purge(name.replace("/", ".", 1))  # <tenant>/<sha> -> <tenant>.<sha>
+        await maps.purge(mapping_key(t, MAPPING_ID))
+    with contextlib.suppress(JsNotFound):
+        outputs = await js.key_value(OUTPUTS_BUCKET)
+        for intake_id in intake_ids:
+            await outputs.purge(OutputLog.key("normalise", intake_id))
+    notes.append(f"purged {len(tenants)} bench tenants from every stream, their uploads, "
+                 "KV keys and output records")
     return notes
 
 
@@ -592,12 +623,16 @@ def main(argv: list[str] | None = None) -> int:
                    "the ceiling (0 = what the e2e projection wrote on average)")
     p.add_argument("--workdir", type=Path, help="where the files go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="leave the bench data in place")
+    p.add_argument("--quick", action="store_true", help="CI smoke run: " + ", ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()) + " (options given win)")
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**QUICK)
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants or set(variants) - set(VARIANTS):
         p.error(f"--variants: choose from {VARIANTS}")
-    if args.sensors < 1 or args.days < 1 or args.small_days < 0 or args.repeat < 1:
-        p.error("--sensors, --days and --repeat must be >= 1")
+    if min(args.sensors, args.days, args.repeat, args.e2e_repeat) < 1 or args.small_days < 0:
+        p.error("--sensors, --days, --repeat and --e2e-repeat must be >= 1")
     try:
         ZoneInfo(args.tz)
     except (ZoneInfoNotFoundError, ValueError):
@@ -618,67 +653,63 @@ async def _main(settings: Settings, args, variants: list[str], workdir: Path, cm
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for line in await asyncio.to_thread(stack.up, settings):
         print(f"  {line}")
-    db = questdb(settings)
-    nc = await wiring.nats_connection(settings, name="tagus-bench-ingest")
-    try:
-        await ensure_topology(nc.jetstream(), wiring.topology(settings))
-    finally:
-        await nc.drain()
-    await asyncio.to_thread(projection(db).prepare)
-
+    db = wiring.questdb(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     prefix = f"bench-{stamp}-"
     tenants: list[str] = []
     results: list[E2E] = []
+    # the temporary stream of the JetStream ceiling (see make_bench_stream)
     stream, subject = f"BENCH_INGEST_{stamp.replace('-', '_')}", f"tagusbench.{stamp}.readings"
     sizes = [d for d in dict.fromkeys([args.small_days, args.days]) if d]
 
-    def fresh() -> None:
+    async def fresh() -> None:
         """Empty the bench days again (this run's rows only) so the next run starts equal."""
-        note = "" if args.keep else drop_bench_days(db, prefix, max(sizes), args.tz)
+        note = "" if args.keep else await drop_bench_days(settings, db, prefix, max(sizes),
+                                                          args.tz)
         if note.startswith("kept"):
             print(f"  WARNING: {note}; the runs write into partitions that already hold rows "
                   "(an out-of-order merge each time): slower, less comparable figures")
 
-    try:
-        fresh()
-        for days in sizes:
-            csv = workdir / f"bench-{args.sensors}x{days}d.csv"
-            t = time.perf_counter()
-            rows = await asyncio.to_thread(write_csv, csv, sensors=args.sensors, days=days,
-                                           tz=args.tz, seed=args.seed)
-            csv.with_suffix(".yaml").write_bytes(mapping_yaml(sensors=args.sensors, tz=args.tz))
-            print(f"file: {csv} ({rows:,} rows x {args.sensors} = {rows * args.sensors:,} "
-                  f"readings, {csv.stat().st_size / 2**20:.1f} MB) written in "
-                  f"{time.perf_counter() - t:.1f} s")
-            for i in range(args.e2e_repeat):
-                for variant in variants:
-                    tenant = f"{prefix}{days}d-{variant}-{i + 1}"
-                    tenants.append(tenant)
-                    r = E2E(variant, days, tenant, rows * args.sensors)
-                    if variant == "inproc":
-                        await e2e_inproc(settings, csv, r, args.batch)
-                    else:
-                        await e2e_subproc(settings, csv, r, workdir, args.batch)
-                    results.append(r)
-                    fresh()
-        ceilings = await _ceilings(settings, db, args, results, prefix, tenants, stream, subject,
-                                   fresh)
-        _report(args, results, ceilings, sizes, cmd)
-    finally:
-        if args.keep:
-            print(f"kept: tenants {prefix}*, stream {stream} (--keep)")
-        elif tenants:
-            notes = [n for n in (drop_bench_days(db, prefix, max(sizes), args.tz),) if n]
-            notes += await cleanup(settings, prefix, tenants, stream)
-            print("clean-up: " + "; ".join(notes))
+    async with wiring.nats(settings, "tagus-bench-ingest") as nc:
+        await ensure_topology(nc.jetstream(), wiring.topology(settings))
+        await asyncio.to_thread(projection(db).prepare)
+        try:
+            await fresh()
+            for days in sizes:
+                csv = workdir / f"bench-{args.sensors}x{days}d.csv"
+                t = time.perf_counter()
+                rows = await asyncio.to_thread(write_csv, csv, sensors=args.sensors, days=days,
+                                               tz=args.tz, seed=args.seed)
+                csv.with_suffix(".yaml").write_bytes(mapping_yaml(sensors=args.sensors,
+                                                                  tz=args.tz))
+                print(f"file: {csv} ({rows:,} rows x {args.sensors} = {rows * args.sensors:,} "
+                      f"readings, {csv.stat().st_size / 2**20:.1f} MB) written in "
+                      f"{time.perf_counter() - t:.1f} s")
+                for i in range(args.e2e_repeat):
+                    for variant in variants:
+                        tenants.append(f"{prefix}{days}d-{variant}-{i + 1}")
+                        results.append(E2E(variant, days, tenants[-1], rows * args.sensors))
+                        await e2e(nc, settings, csv, results[-1], args.batch, workdir)
+                        await fresh()
+            ceilings = await _ceilings(nc, settings, db, args, results, prefix, tenants,
+                                       stream, subject, fresh)
+            _report(args, results, ceilings, sizes, cmd)
+        finally:
+            if args.keep:
+                print(f"kept: tenants {prefix}*, stream {stream} (--keep)")
+            elif tenants:
+                notes = [n for n in [await drop_bench_days(settings, db, prefix, max(sizes),
+                                                           args.tz)] if n]
+                notes += await cleanup(nc, tenants, [r.intake_id for r in results
+                                                     if r.intake_id], stream)
+                print("clean-up: " + "; ".join(notes))
     return 0
 
 
-async def _ceilings(settings, db, args, results, prefix, tenants, stream, subject,
+async def _ceilings(nc, settings, db, args, results, prefix, tenants, stream, subject,
                     fresh) -> dict:
     big = [r for r in results if r.days == args.days]
-    batches = await fetch_batches(settings, big[0].tenant)
+    batches = await fetch_batches(nc, big[0].tenant)
     readings = big[0].readings
     seen = [r for r in big if r.sink_writes]
     per_write = args.qdb_batch or (
@@ -696,16 +727,16 @@ async def _ceilings(settings, db, args, results, prefix, tenants, stream, subjec
             s = await asyncio.to_thread(ceiling_questdb, db, [b for b, _ in batches], tenant,
                                         per_write)
         cpu["qdb"].append(ps.cpu)
-        count = db.rows(f"select count() from {TABLE} where tenant = '{tenant}'")[0][0]
+        count = await _rows_of(settings, tenant)
         if count != readings:
             raise SystemExit(f"bench: QuestDB ceiling wrote {count:,} rows, not {readings:,}")
         qdb.append(s)
-        fresh()
+        await fresh()
         print(f"  questdb   run {i + 1}: {s:6.2f} s  {readings / s / 1e3:8,.0f} k readings/s "
               f"({per_write} message(s) per write)")
-    await make_bench_stream(settings, stream, subject + ".>")
+    await make_bench_stream(nc, stream, subject + ".>")
     for i in range(args.repeat):
-        a, s = await ceiling_jetstream(settings, batches, stream, f"{subject}.x", i)
+        a, s = await ceiling_jetstream(nc, batches, stream, f"{subject}.x", i)
         nats_async.append(a)
         nats_sync.append(s)
         print(f"  jetstream run {i + 1}: publish_async {a:6.2f} s "
