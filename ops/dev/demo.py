@@ -33,7 +33,7 @@ UPLOADS = [  # (tenant, file under shared data, mapping under tests/mappings)
     ("bwdf", "bwdf/InflowData_1.xlsx", "bwdf_inflow.yaml"),
     ("bwdf", "bwdf/WeatherData_1.xlsx", "bwdf_weather.yaml"),
 ]
-MAPPINGS = Path(__file__).resolve().parents[1] / "tests" / "mappings"
+MAPPINGS = Path(__file__).resolve().parents[2] / "tests" / "mappings"  # ops/dev/ -> ops/ -> repo
 
 
 async def run_demo(settings: Settings, data_dir: Path) -> None:
