@@ -82,6 +82,17 @@ class Projection:
 
 
 @dataclass(frozen=True)
+class Blob:
+    """Bytes a task handler wants kept (a trained model): the runner puts them in object
+    store ``bucket`` under ``name`` before publishing the events that follow, which refer
+    to them.  Content-addressed names make the put idempotent."""
+
+    bucket: str
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class TaskWorker:
     """Does tasks of some kinds: ``handlers`` maps a task kind to a pure
     ``handle(task_requested, ctx) -> events`` (a generator may yield ``ctx.progress(...)``

@@ -19,6 +19,7 @@ from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from bus.outputs import OUTPUTS_BUCKET
+from contracts.forecasts import MODELS_BUCKET
 
 CONFIG_BUCKET = "tagus-config"  # <tenant>.<kind> -> the current config.changed
 CONFIG_FILES_BUCKET = "tagus-config-files"  # <tenant>/<sha256> -> a network file
@@ -53,7 +54,13 @@ def default_buckets(replicas: int = 1) -> tuple[BucketSpec, ...]:
                    replicas=replicas),
         BucketSpec(CONFIG_FILES_BUCKET, "object", "large configuration bodies by hash",
                    replicas=replicas),
+        BucketSpec("tagus-task-slots", "kv", "scheduler: slot claims (one request per slot)",
+                   replicas=replicas),
+        BucketSpec("tagus-task-cursors", "kv", "scheduler: slots handled per schedule",
+                   replicas=replicas),
         BucketSpec(TASK_STATE_BUCKET, "kv", "each task's state and attempts",
+                   replicas=replicas),
+        BucketSpec(MODELS_BUCKET, "object", "trained forecast models by content hash",
                    replicas=replicas),
     )
 

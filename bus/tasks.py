@@ -42,7 +42,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from bus import resources
-from bus.components import Context, TaskWorker
+from bus.components import Blob, Context, TaskWorker
 from bus.outputs import OutputLog
 from bus.publish import publish
 from bus.pull import Puller
@@ -460,6 +460,9 @@ class TaskRunner:
                 except EOFError:
                     return "transient", f"the task's process died (exit code " \
                                         f"{proc.exitcode})", ids
+                if item[0] == "event" and isinstance(item[1], Blob):
+                    await self._store(item[1])
+                    continue
                 if item[0] == "event":
                     out = item[1]
                     if not (before and len(ids) < len(before)
@@ -481,6 +484,16 @@ class TaskRunner:
                 proc.kill()
             proc.join(timeout=5)
             parent.close()
+
+    async def _store(self, blob: Blob) -> None:
+        from nats.js.errors import NotFoundError as JsNotFound
+        from nats.js.errors import ObjectNotFoundError
+
+        store = await self.js.object_store(blob.bucket)
+        try:
+            await store.get_info(blob.name)
+        except (ObjectNotFoundError, JsNotFound):
+            await store.put(blob.name, blob.data)
 
     # ------------------------------------------------------------ outcomes
 

@@ -40,14 +40,15 @@ from contracts.readings import SENSOR_ID_RE
 from contracts.units import to_si
 
 FIXED_KINDS = ("tenant", "network", "assets", "tariff", "rules", "tokens", "schedules",
-               "chains")
+               "chains", "pv")
 MAPPING_PREFIX = "mapping-"
 _KIND_RE = re.compile(r"^(?:%s|mapping-[A-Za-z0-9_-]{1,100})$" % "|".join(FIXED_KINDS))
 SCOPES = ("read", "write", "operate", "admin")
 CAPABILITIES = ("schedules", "forecasts", "alerts")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday")
 ROLES = ("tank_level", "pump_status", "pump_flow", "pump_power", "pump_speed",
-         "zone_inflow", "pressure", "pv_production", "price")
+         "zone_inflow", "pressure", "pv_production", "price", "weather_temperature",
+         "weather_precipitation", "weather_humidity", "weather_wind")
 CURRENCIES = ("EUR", "GBP", "USD")
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # a network file of a large utility fits
 
@@ -158,11 +159,13 @@ class Binding(_Doc):
     ``element`` is the pump.  ``zone_inflow``: ``element`` names the zone; ``junctions``
     or ``pattern`` say which demands it drives.  ``pressure``: ``element`` a junction.
     ``pv_production``: ``element`` a PV system name; ``price``: ``element`` "grid".
+    ``weather_*``: observed weather at a station (``element``), used by the demand models.
     """
 
     sensor: str
     role: Literal["tank_level", "pump_status", "pump_flow", "pump_power", "pump_speed",
-                  "zone_inflow", "pressure", "pv_production", "price"]
+                  "zone_inflow", "pressure", "pv_production", "price", "weather_temperature",
+                  "weather_precipitation", "weather_humidity", "weather_wind"]
     element: str = Field(min_length=1, max_length=200)
     offset_m: float = 0.0
     junctions: list[str] = []
@@ -499,9 +502,29 @@ class ChainsDoc(_Doc):
         return self
 
 
+class PVSystemDoc(_Doc):
+    """A PV plant: where, how big, how it faces; ``azimuth_deg`` 180 = facing south;
+    ``losses_pct``: system losses (soiling, wiring, availability)."""
+
+    name: str = Field(pattern=_NAME)
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    peak_power_kw: float = Field(gt=0)
+    tilt_deg: float = Field(default=30.0, ge=0, le=90)
+    azimuth_deg: float = Field(default=180.0, ge=0, lt=360)
+    altitude_m: float = 0.0
+    losses_pct: float = Field(default=14.0, ge=0, lt=100)
+    inverter_limit_kw: float | None = Field(default=None, gt=0)
+    weather_location: str = ""  # the weather forecasts' location name to use
+
+
+class PVDoc(_Doc):
+    systems: list[PVSystemDoc] = []
+
+
 DOCUMENTS: dict[str, type[_Doc]] = {
     "tenant": TenantDoc, "assets": AssetsDoc, "tariff": TariffDoc, "rules": RulesDoc,
-    "tokens": TokensDoc, "schedules": SchedulesDoc, "chains": ChainsDoc,
+    "tokens": TokensDoc, "schedules": SchedulesDoc, "chains": ChainsDoc, "pv": PVDoc,
 }
 
 

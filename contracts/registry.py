@@ -15,7 +15,9 @@ import msgspec
 
 from contracts.base import Event, event_type
 from contracts.config import ConfigChanged
+from contracts.forecasts import ForecastIssued, ForecastModelTrained
 from contracts.kpis import KpiComputed
+from contracts.weather import WeatherForecastReceived
 from contracts.tasks import (
     TaskCancelled, TaskCancelRequested, TaskCompleted, TaskFailed, TaskProgressed,
     TaskRequested, TaskStarted,
@@ -32,6 +34,8 @@ FAMILIES: dict[str, tuple[type[Event], ...]] = {
     "deadletter": (MessageDeadLettered,),
     "config": (ConfigChanged,),
     "kpi": (KpiComputed,),
+    "forecast": (ForecastModelTrained, ForecastIssued),
+    "weather": (WeatherForecastReceived,),
     "task": (TaskRequested, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed,
              TaskCancelled, TaskCancelRequested),
 }

@@ -197,10 +197,14 @@ class ConfigStore:
         return load_network(text) if text else None
 
     async def _check_assets(self, tenant: str, doc, network) -> list[str]:
-        if network is None and doc.bindings:
-            raise TenantConfigError("assets: the tenant has no network yet: configure the "
-                                    "network first (`tagus config put --tenant T network "
-                                    "NET.inp`), bindings are checked against it")
+        needs_network = [b for b in doc.bindings if b.role in (
+            "tank_level", "pump_status", "pump_flow", "pump_power", "pump_speed", "pressure")
+            or b.junctions or b.pattern]
+        if network is None and needs_network:
+            b = needs_network[0]
+            raise TenantConfigError(f"assets: {b.sensor} as {b.role} refers to the network, "
+                                    "and the tenant has none yet: configure it first (`tagus "
+                                    "config put --tenant T network NET.inp`)")
         known = await self._sensors(tenant)
         junctions = set(network.junctions) if network else set()
         for i, b in enumerate(doc.bindings):

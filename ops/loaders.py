@@ -47,8 +47,10 @@ def loaders(settings=None) -> Loaders:
     """Every loader of this deployment (those that read QuestDB need ``settings``)."""
     config = ConfigLoader()
     out = {"payload": load_payload, "mapping": load_mapping, "config": config}
+    out["models"] = TrainedModels()
     if settings is not None:
         out["readings"] = ReadingsForKpis(settings, config)
+        out["forecast_inputs"] = ForecastInputs(settings, config)
     return out
 
 
@@ -66,7 +68,7 @@ class ConfigLoader:
     CONFIG stream (a kind's history is short) and cached per process.
     """
 
-    KINDS = ("tenant", "network", "assets", "tariff", "rules", "chains")
+    KINDS = ("tenant", "network", "assets", "tariff", "rules", "chains", "pv")
 
     def __init__(self) -> None:
         self._history: dict[tuple[str, str], list] = {}
@@ -146,4 +148,105 @@ class ReadingsForKpis:
         for r in rows:
             if r["sensor"] in out:
                 out[r["sensor"]].append((r["ts"] - epoch) // timedelta(microseconds=1) * 1000)
+        return out
+
+
+class ForecastInputs:
+    """The forecast tasks' data, from QuestDB (hourly means, bound parameters): each zone's
+    summed inflow and the observed weather, over the history the task needs before its
+    reference instant; plus the latest weather forecast issued before it, if any."""
+
+    def __init__(self, settings, config: ConfigLoader) -> None:
+        self.settings, self.config = settings, config
+
+    async def __call__(self, js: JetStreamContext, event: Event) -> dict:
+        import hashlib
+        from datetime import timedelta
+
+        import numpy as np
+        import pandas as pd
+
+        from ops.wiring import pg_connection
+        from processors.forecast.tasks import HISTORY_DAYS, RUN_HISTORY_DAYS, instant, zones
+        from projections.api.queries import hourly_means
+
+        cfg = await self.config(js, event)
+        train = event.kind == "forecast.train"
+        end = instant(event, "origin" if train else "issued_at")
+        days = HISTORY_DAYS if train else RUN_HISTORY_DAYS
+        start = end - pd.Timedelta(days=days)
+        series = zones(cfg.get("assets"))
+        weather_roles = {"weather_temperature": ("temperature_c", 1.0),
+                         "weather_precipitation": ("precipitation_mm", 1000.0),
+                         "weather_humidity": ("humidity_pct", 100.0),
+                         "weather_wind": ("wind_speed_ms", 1.0)}
+        weather_sensors = [(b.sensor, weather_roles[b.role]) for b in
+                           (cfg["assets"].bindings if cfg.get("assets") else ())
+                           if b.role in weather_roles]
+        grid = pd.date_range(start, end, freq="h", inclusive="left", tz="UTC")
+        conn = await pg_connection(self.settings)
+        try:
+            async def hourly(sensor: str) -> pd.Series:
+                rows = await hourly_means(conn, event.tenant, sensor, start.to_pydatetime(),
+                                          end.to_pydatetime())
+                s = pd.Series([v for _, v in rows], dtype="float64",
+                              index=pd.to_datetime([t for t, _ in rows], utc=True))
+                return s.reindex(grid)
+
+            demand, digests = {}, {}
+            for name, sensors in series.items():
+                parts = [await hourly(s) for s in sensors]
+                total = pd.concat(parts, axis=1).sum(axis=1, min_count=len(parts))
+                demand[name] = total
+                digests[name] = hashlib.sha256(
+                    total.index.asi8.tobytes() + np.nan_to_num(total.to_numpy(), nan=-1e300)
+                    .tobytes()).hexdigest()
+            weather = None
+            if weather_sensors:
+                cols: dict[str, list[pd.Series]] = {}
+                for sensor, (column, factor) in weather_sensors:
+                    cols.setdefault(column, []).append(await hourly(sensor) * factor)
+                weather = pd.DataFrame({c: pd.concat(v, axis=1).mean(axis=1)
+                                        for c, v in cols.items()})
+        finally:
+            await conn.close()
+        return {"demand": demand, "weather": weather, "weather_forecast": None,
+                "window": (start, end), "data_sha256": digests}
+
+
+class TrainedModels:
+    """{series: (forecast.model_trained, artefact bytes)}: for each series the latest model
+    trained before the request was recorded (a replay gets the model of its time).
+    Artefacts come only from Tagus's own bucket, by the hash the event names."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list] = {}
+        self._blobs: dict[str, bytes] = {}
+
+    async def __call__(self, js: JetStreamContext, event: Event) -> dict:
+        from contracts.forecasts import MODELS_BUCKET
+        from contracts.registry import decode
+
+        subject = f"tagus.forecast.{event.tenant}.model_trained"
+        known = self._events.setdefault(event.tenant, [])
+        seq = known[-1][0] + 1 if known else 1
+        while True:
+            try:
+                raw = await js.get_msg("FORECAST", seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                break
+            known.append((raw.seq, decode("forecast", raw.data)))
+            seq = raw.seq + 1
+        latest = {}
+        for _, trained in known:
+            if trained.recorded_at <= event.recorded_at:
+                latest[trained.series] = trained
+        out = {}
+        store = await js.object_store(MODELS_BUCKET)
+        for series, trained in latest.items():
+            blob = self._blobs.get(trained.model_sha256)
+            if blob is None:
+                blob = (await store.get(trained.object_name)).data
+                self._blobs[trained.model_sha256] = blob
+            out[series] = (trained, blob)
         return out

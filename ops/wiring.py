@@ -14,13 +14,14 @@ from contracts.tasks import kind_token
 from ops import loaders
 from ops.settings import Settings
 from processors.normalise import handler as normalise, reported
-from projections import config_view, intake_log, readings, tasks
+from projections import config_view, forecasts, intake_log, readings, tasks
 from projections.questdb import QuestDB
 
 
 def components(settings: Settings) -> dict[str, Component]:
     """Every processor, projection and task worker this deployment runs, by consumer name."""
     from processors.chain import handler as chain
+    from processors.forecast import tasks as forecast
     from processors.kpi import handler as kpi
 
     db = questdb(settings)
@@ -32,12 +33,16 @@ def components(settings: Settings) -> dict[str, Component]:
         *intake_log.projections(db),
         config_view.projection(),
         tasks.projection(db),
+        *forecasts.projections(db),
         *(Processor(name=name, accepts=accepts, handle=chain.handle, needs=chain.NEEDS,
                     loaders={"config": load["config"]})
           for name, accepts in chain.CHAINS.items()),
         TaskWorker(name="worker-kpi", handlers=kpi.HANDLERS, needs=kpi.NEEDS,
                    loaders={n: load[n] for n in kpi.NEEDS}, time_limit_s=600,
                    preload=("processors.kpi.handler",)),
+        TaskWorker(name="worker-forecast", handlers=forecast.HANDLERS, needs=forecast.NEEDS,
+                   loaders={n: load[n] for n in forecast.NEEDS}, time_limit_s=1800,
+                   preload=("processors.forecast.tasks",)),
     ]
     return {c.name: c for c in comps}
 
@@ -62,7 +67,7 @@ def topology(settings: Settings) -> Topology:
             consumers.append(ConsumerSpec(
                 stream=stream_name("task"), durable=c.name,
                 filter_subjects=tuple(sorted(f"tagus.task.*.{kind_token(k)}" for k in c.kinds)),
-                ack_wait_s=max(settings.consumer_ack_wait_s, 10.0), max_deliver=-1,
+                ack_wait_s=settings.consumer_ack_wait_s, max_deliver=-1,
                 backoff_s=(), description=f"task worker for {', '.join(c.kinds)}"))
         else:
             consumers.append(consumer_for(c.name, c.accepts, **consumer_opts))

@@ -391,3 +391,18 @@ async def tasks_waiting(db) -> list[tuple[str, str, int]]:
         if state in ("requested", "cancel_requested"):
             counts[(tenant, kind)] = counts.get((tenant, kind), 0) + 1
     return sorted((t, k, n) for (t, k), n in counts.items())
+
+
+# ---------------------------------------------------------------- task inputs (loaders)
+
+HOURLY_SQL = (f"SELECT ts, avg(value) AS value FROM {TABLE} WHERE tenant = $1 AND sensor = $2 "
+              f"AND ts >= $3 AND ts < $4 SAMPLE BY 1h ALIGN TO CALENDAR")
+
+
+async def hourly_means(db, tenant: str, sensor: str, start: datetime, end: datetime
+                       ) -> list[tuple[datetime, float]]:
+    """(hour start UTC, mean value) of one sensor over [start, end); hours without a
+    reading are absent."""
+    rows = await _fetch_or_empty(db, HOURLY_SQL, tenant, check_sensor(sensor),
+                                 _naive_utc(start), _naive_utc(end))
+    return [(r["ts"].replace(tzinfo=UTC), r["value"]) for r in rows]
