@@ -14,7 +14,9 @@ from pathlib import Path
 
 from contracts.base import Event, event_type
 from contracts.config import ConfigChanged
+from contracts.forecasts import ForecastIssued, ForecastModelTrained
 from contracts.kpis import Kpi, KpiComputed
+from contracts.weather import WeatherForecastReceived, WeatherSeries
 from contracts.tasks import (
     TaskCancelled, TaskCancelRequested, TaskCompleted, TaskFailed, TaskProgressed,
     TaskRequested, TaskStarted,
@@ -84,6 +86,26 @@ SAMPLES: list[Event] = [
     KpiComputed(event_id="kpi-1", causation_id="task-1", day="2024-10-26", task_id="task-1",
                 kpis=[Kpi(name="completeness", subject="p227", value=0.99, unit="1",
                           detail="285 of 288 expected (every 300 s)")], **ENV),
+    ForecastModelTrained(event_id="fm-1", causation_id="task-4", task_id="task-4",
+                         series="zone:dma_a", unit="m3/s", model_sha256="ab" * 32,
+                         object_name="ltown/" + "ab" * 32, chosen="gbm",
+                         metrics={"gbm": {"PI1": 0.0011, "PI2": 0.003, "PI3": 0.0014},
+                                  "seasonal_naive": {"PI1": 0.0016, "PI2": 0.004,
+                                                     "PI3": 0.0019}},
+                         origin=T, backtest_origins=[T], features=["hour", "dow"],
+                         excluded=[{"start": "2021-03-01T00:00:00+00:00",
+                                    "end": "2021-03-22T00:00:00+00:00", "reason": "missing"}],
+                         library_versions={"lightgbm": "4.7.0"}, training_s=12.5, **ENV),
+    ForecastIssued(event_id="fi-1", causation_id="task-5", task_id="task-5",
+                   series="zone:dma_a", unit="m3/s", issued_at=T, valid_from=T,
+                   quantiles={"p10": [0.009, 0.008], "p50": [0.010, 0.009],
+                              "p90": [0.011, 0.010]}, method="gbm",
+                   model_sha256="ab" * 32, inputs={"data_sha256": "cd" * 32}, **ENV),
+    WeatherForecastReceived(event_id="wf-1", source="poller:open-meteo", location="station",
+                            latitude=45.0, longitude=12.0, issued_at=T,
+                            valid_times_ns=[1729989000000000000],
+                            series=[WeatherSeries(variable="air_temp", unit="degC",
+                                                  values=[14.2])], **ENV),
 ]
 
 
