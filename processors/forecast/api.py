@@ -39,6 +39,7 @@ class TrainConfig:
     ensemble: tuple[str, ...] = ("gbm", "ets")
     backtest_origins: int = 4
     backtest_spacing_h: int = WEEK_H
+    refit_backtests: bool = True
     quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
     gbm_params: tuple[tuple[str, object], ...] = ()
     gbm_origin_step_h: int = 24
@@ -101,7 +102,8 @@ def train(history: pd.Series, weather: pd.DataFrame | None, holidays: Iterable[d
     ensembles = {"ensemble": (list(config.ensemble), [1.0 / len(config.ensemble)] * len(config.ensemble))} \
         if "ensemble" in config.candidates else {}
     runs = run_backtests(past, clean, weather, holidays, tz, origins, config.horizon_h,
-                         lambda: _candidates(config), ensembles, config.quality, progress)
+                         lambda: _candidates(config), ensembles, config.quality,
+                         config.refit_backtests, progress)
     scores = score(runs, config.quantiles, level)
     try:
         chosen_name = choose(scores, config.candidates)

@@ -27,6 +27,7 @@ WEEK_H = 168
 # canonical weather columns (unit in the name); any subset may be present
 WEATHER_COLUMNS = ("temperature_c", "precipitation_mm", "humidity_pct", "wind_speed_ms")
 PROFILE_DAYS = {0: 5, 1: 3, 2: 3}  # workdays, Saturdays, Sundays and holidays averaged
+PROFILE_DAYS_LONG = {0: 15, 1: 6, 2: 6}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class SeriesFrame:
     weather: pd.DataFrame
     day_pos: np.ndarray
     profiles: np.ndarray
+    profiles_long: np.ndarray
 
     def position(self, t: pd.Timestamp) -> int:
         return int(self.index.get_loc(pd.Timestamp(t).tz_convert("UTC")))
@@ -60,8 +62,9 @@ def make_frame(clean: pd.Series, weather: pd.DataFrame | None, holidays, tz: str
     cal = calendar_features(index, tz, holidays)
     wx = _weather_on(index, weather)
     day_pos = np.searchsorted(np.unique(cal["day"].to_numpy()), cal["day"].to_numpy())
-    profiles = _profiles(y, cal, day_pos)
-    return SeriesFrame(index, y, cal, wx, day_pos, profiles)
+    daily, kind = _daily(y, cal, day_pos)
+    return SeriesFrame(index, y, cal, wx, day_pos, _profiles(daily, kind, PROFILE_DAYS),
+                       _profiles(daily, kind, PROFILE_DAYS_LONG))
 
 
 def origin_positions(frame: SeriesFrame, last: int, step_h: int, min_history_h: int) -> np.ndarray:
@@ -110,6 +113,7 @@ def design(frame: SeriesFrame, origins: np.ndarray, horizon: int) -> pd.DataFram
         "profile_own": prof_own,
         "profile_workday": P[0, d0, hour[t]],
         "profile_sunday": P[2, d0, hour[t]],
+        "profile_own_long": frame.profiles_long[daytype[t], d0, hour[t]],
         "lag168": lag168,
         "lag336": lag336,
         "lag504": lag(3 * WEEK_H),
@@ -133,7 +137,8 @@ def feature_columns(X: pd.DataFrame) -> list[str]:
     return [c for c in X.columns if c not in META_COLUMNS]
 
 
-def _profiles(y: np.ndarray, cal: pd.DataFrame, day_pos: np.ndarray) -> np.ndarray:
+def _daily(y: np.ndarray, cal: pd.DataFrame, day_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[local day, local hour] means (the repeated autumn hour averaged) and day types."""
     ndays = int(day_pos.max()) + 1 if len(day_pos) else 0
     hour = cal["hour"].to_numpy()
     ok = ~np.isnan(y)
@@ -144,12 +149,17 @@ def _profiles(y: np.ndarray, cal: pd.DataFrame, day_pos: np.ndarray) -> np.ndarr
     with np.errstate(invalid="ignore"):
         daily = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     kind = pd.Series(cal["daytype"].to_numpy()).groupby(day_pos).first().to_numpy()
+    return daily, kind
+
+
+def _profiles(daily: np.ndarray, kind: np.ndarray, days_by_type: dict[int, int]) -> np.ndarray:
+    ndays = len(daily)
     P = np.full((len(DAYTYPES), ndays, 24), np.nan)
     for k in DAYTYPES:
         days = np.flatnonzero(kind == k)
         if len(days) == 0:
             continue
-        rolling = pd.DataFrame(daily[days]).rolling(PROFILE_DAYS[k], min_periods=1).mean()
+        rolling = pd.DataFrame(daily[days]).rolling(days_by_type[k], min_periods=1).mean()
         before = np.cumsum(kind == k) - (kind == k)  # days of type k strictly before each day
         has = before > 0
         P[k, has] = rolling.to_numpy()[before[has] - 1]

@@ -27,8 +27,8 @@ import numpy as np
 from processors.forecast.features import WEEK_H, SeriesFrame, design, feature_columns
 
 GBM_DEFAULTS: dict[str, Any] = {
-    "objective": "l2", "n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31,
-    "min_child_samples": 50, "subsample": 0.8, "subsample_freq": 1,
+    "objective": "l2", "n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15,
+    "min_child_samples": 200, "subsample": 0.8, "subsample_freq": 1,
     "colsample_bytree": 0.8, "reg_lambda": 1.0, "max_bin": 255,
 }
 
@@ -43,6 +43,11 @@ class Candidate:
 
     def fit(self, frame: SeriesFrame, origin: int) -> Candidate:
         return self
+
+    @property
+    def fitted(self) -> bool:
+        """Whether ``fit`` has learned something worth keeping (no-op fits: always)."""
+        return True
 
     def predict(self, frame: SeriesFrame, origin: int, horizon: int) -> np.ndarray:
         raise NotImplementedError
@@ -72,15 +77,18 @@ class DayTypeProfile(Candidate):
 class GradientBoosting(Candidate):
     """LightGBM on ``features.design`` rows, trained on origins every ``origin_step_h``
     hours over at most ``history_days`` days before the training origin; single-threaded
-    and seeded so that two fits give the same trees."""
+    and seeded so that two fits give the same trees.  Rows beyond the first day are
+    thinned to one in ``long_horizon_stride`` (consecutive origins repeat them anyway)."""
 
     kind = "gbm"
 
     def __init__(self, name: str | None = None, *, params: dict[str, Any] | None = None,
-                 origin_step_h: int = 24, history_days: int = 730, seed: int = 0) -> None:
+                 origin_step_h: int = 24, history_days: int = 730, long_horizon_stride: int = 3,
+                 seed: int = 0) -> None:
         super().__init__(name)
         self.params = {**GBM_DEFAULTS, **(params or {})}
         self.origin_step_h = origin_step_h
+        self.long_horizon_stride = long_horizon_stride
         self.history_days = history_days
         self.seed = seed
         self.features_: list[str] | None = None
@@ -95,7 +103,10 @@ class GradientBoosting(Candidate):
         first = max(2 * WEEK_H, origin - 24 * self.history_days)
         origins = origin_positions(frame, origin, self.origin_step_h, first)
         X = design(frame, origins, WEEK_H)
-        X = X[(X["t"].to_numpy() < origin) & X["y"].notna().to_numpy() & X["base"].notna().to_numpy()]
+        h, o = X["h"].to_numpy(), X["origin"].to_numpy()
+        thin = (h < 24) | ((h + o // self.origin_step_h) % self.long_horizon_stride == 0)
+        X = X[(X["t"].to_numpy() < origin) & X["y"].notna().to_numpy()
+              & X["base"].notna().to_numpy() & thin]
         if len(X) < 500:
             raise InsufficientHistory(f"{len(X)} training rows before the origin, need 500")
         features = feature_columns(X)
@@ -120,6 +131,10 @@ class GradientBoosting(Candidate):
         out[: len(pred)] = pred + X["base"].to_numpy()
         return complete(out, frame, origin)
 
+    @property
+    def fitted(self) -> bool:
+        return self.model_text_ is not None
+
     def booster(self):
         if self._booster is None:
             import lightgbm as lgb
@@ -132,12 +147,14 @@ class GradientBoosting(Candidate):
     def state(self) -> dict[str, Any]:
         return {**super().state(), "params": self.params, "origin_step_h": self.origin_step_h,
                 "history_days": self.history_days, "seed": self.seed,
+                "long_horizon_stride": self.long_horizon_stride,
                 "features": self.features_, "model": self.model_text_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GradientBoosting:
         m = cls(state["name"], params=state["params"], origin_step_h=state["origin_step_h"],
-                history_days=state["history_days"], seed=state["seed"])
+                history_days=state["history_days"], seed=state["seed"],
+                long_horizon_stride=state["long_horizon_stride"])
         m.features_, m.model_text_ = state["features"], state["model"]
         return m
 
@@ -202,6 +219,10 @@ class Ensemble(Candidate):
         super().__init__(name)
         self.members = members or []
         self.weights = weights or ([1.0 / len(self.members)] * len(self.members) if self.members else [])
+
+    @property
+    def fitted(self) -> bool:
+        return all(m.fitted for m in self.members)
 
     def fit(self, frame: SeriesFrame, origin: int) -> Ensemble:
         for m in self.members:

@@ -42,12 +42,14 @@ def run_backtests(history: pd.Series, clean_truth: pd.Series, weather: pd.DataFr
                   holidays, tz: str, origins: Sequence[pd.Timestamp], horizon: int,
                   make_candidates: Callable[[], list[Candidate]],
                   ensembles: dict[str, tuple[list[str], list[float]]],
-                  quality: QualityConfig,
+                  quality: QualityConfig, refit: bool = True,
                   progress: Callable[[str], None] | None = None) -> list[BacktestRun]:
     """Fit and forecast every candidate at every origin; ensembles are combined from
     their members' forecasts.  A candidate that cannot fit at an origin (too little
-    history) is left out of that run."""
+    history) is left out of that run.  With ``refit`` False a candidate fitted at an
+    earlier origin is reused at later ones (still no look-ahead: it saw less)."""
     runs = []
+    candidates = make_candidates()
     for origin in origins:
         cut = history[history.index < origin]
         if cut.notna().sum() < 3 * 168:
@@ -57,9 +59,11 @@ def run_backtests(history: pd.Series, clean_truth: pd.Series, weather: pd.DataFr
         pos = frame.position(origin)
         truth = clean_truth.reindex(frame.index[pos:pos + horizon]).to_numpy(dtype=float)
         run = BacktestRun(origin, truth)
-        for cand in make_candidates():
+        for cand in candidates:
             try:
-                run.predictions[cand.name] = cand.fit(frame, pos).predict(frame, pos, horizon)
+                if refit or not cand.fitted:
+                    cand.fit(frame, pos)
+                run.predictions[cand.name] = cand.predict(frame, pos, horizon)
             except InsufficientHistory:
                 continue
         for name, (members, weights) in ensembles.items():
