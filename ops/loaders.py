@@ -136,6 +136,7 @@ class ReadingsForKpis:
         start, end = day_bounds_utc(target_day(event, tz), tz)
         start -= timedelta(days=LOOKBACK_DAYS)
         sensors = sorted({b.sensor for b in cfg["assets"].bindings})
+        await _visible(self.settings)
         conn = await pg_connection(self.settings)
         try:
             rows = await conn.fetch(
@@ -184,6 +185,7 @@ class ForecastInputs:
                            (cfg["assets"].bindings if cfg.get("assets") else ())
                            if b.role in weather_roles]
         grid = pd.date_range(start, end, freq="h", inclusive="left", tz="UTC")
+        await _visible(self.settings)
         conn = await pg_connection(self.settings)
         try:
             async def hourly(sensor: str) -> pd.Series:
@@ -250,3 +252,17 @@ class TrainedModels:
                 self._blobs[trained.model_sha256] = blob
             out[series] = (trained, blob)
         return out
+
+
+async def _visible(settings) -> None:
+    """Wait (bounded) until readings already written to QuestDB are visible to queries:
+    its WAL is applied asynchronously, and a task right after an upload must see it."""
+    import asyncio
+
+    from contracts.errors import TransientError
+    from ops.wiring import questdb
+
+    try:
+        await asyncio.to_thread(questdb(settings).wait_for_wal, "readings", 30.0)
+    except TransientError:
+        pass  # a lagging WAL: the task reads what is visible; retries see more

@@ -30,7 +30,9 @@ from contracts.readings import sensor_id_problem
 from projections.api.errors import InvalidParameter
 from projections.intake_log import LOG_TABLE, REJECTED_TABLE
 from projections.readings import TABLE
+from projections.forecasts import TABLE as FORECASTS_TABLE
 from projections.tasks import TABLE as TASKS_TABLE
+from projections.weather import TABLE as WEATHER_TABLE
 
 AGGS = ("avg", "min", "max", "sum", "count", "first", "last")
 FILLS = ("none", "null", "prev", "linear")
@@ -327,6 +329,30 @@ def _shown(text: str, limit: int = 60) -> str:
     return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
+# ---------------------------------------------------------------- weather forecasts
+
+# the designated timestamp is issued_at: the newest issue at or before $3 is a backward scan
+WEATHER_LAST_ISSUE_SQL = (f"SELECT issued_at FROM {WEATHER_TABLE} WHERE tenant = $1 "
+                          "AND location = $2 AND issued_at <= $3 ORDER BY issued_at DESC LIMIT 1")
+WEATHER_ROWS_SQL = (f"SELECT valid_at, variable, value, unit, event_id FROM {WEATHER_TABLE} "
+                    "WHERE tenant = $1 AND location = $2 AND issued_at = $3 "
+                    "ORDER BY valid_at, variable")
+
+
+async def weather_forecast_rows(db, tenant: str, location: str, as_of: datetime
+                                ) -> tuple[datetime, list] | None:
+    """(issue time, naive UTC; rows ``valid_at, variable, value, unit, event_id``) of the
+    latest weather forecast for ``location`` issued at or before ``as_of`` (aware), never a
+    later one; None if there is none.  ``projections.weather.forecast_as_of`` shapes it."""
+    check_sensor(location, "location")  # a location is named by the sensor-id rule
+    rows = await _fetch_or_empty(db, WEATHER_LAST_ISSUE_SQL, tenant, location,
+                                 _naive_utc(as_of))
+    if not rows:
+        return None
+    issued = rows[0]["issued_at"]
+    return issued, await _fetch_or_empty(db, WEATHER_ROWS_SQL, tenant, location, issued)
+
+
 # ---------------------------------------------------------------- tasks
 
 TASK_ROWS_SQL = (f"SELECT task_id, kind, state, ts, requested_by, message, attempt, fraction, "
@@ -406,3 +432,39 @@ async def hourly_means(db, tenant: str, sensor: str, start: datetime, end: datet
     rows = await _fetch_or_empty(db, HOURLY_SQL, tenant, check_sensor(sensor),
                                  _naive_utc(start), _naive_utc(end))
     return [(r["ts"].replace(tzinfo=UTC), r["value"]) for r in rows]
+
+
+# ---------------------------------------------------------------- forecasts
+
+FORECAST_ISSUES_SQL = (f"SELECT DISTINCT series FROM {FORECASTS_TABLE} WHERE tenant = $1 "
+                       f"ORDER BY series")
+FORECAST_LAST_ISSUE_SQL = (f"SELECT max(issued_at) AS issued_at FROM {FORECASTS_TABLE} "
+                           f"WHERE tenant = $1 AND series = $2 AND issued_at <= $3")
+FORECAST_ROWS_SQL = (f"SELECT ts, p10, p25, p50, p75, p90, unit, method FROM {FORECASTS_TABLE} "
+                     f"WHERE tenant = $1 AND series = $2 AND issued_at = $3 ORDER BY ts")
+
+
+def check_series(series: str) -> str:
+    if not re.fullmatch(r"(zone|pv):[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", series or ""):
+        raise InvalidParameter("series", f"expected zone:<name> or pv:<name>, got "
+                                         f"{_shown(series)}")
+    return series
+
+
+async def forecast_series(db, tenant: str) -> list[str]:
+    return [r["series"] for r in await _fetch_or_empty(db, FORECAST_ISSUES_SQL, tenant)]
+
+
+async def forecast(db, tenant: str, series: str, as_of: datetime) -> tuple[datetime | None,
+                                                                          list[dict]]:
+    """(issue time, rows) of the latest forecast of ``series`` issued at or before
+    ``as_of``; (None, []) if there is none."""
+    rows = await _fetch_or_empty(db, FORECAST_LAST_ISSUE_SQL, tenant, check_series(series),
+                                 _naive_utc(as_of))
+    issued = rows[0]["issued_at"] if rows else None
+    if issued is None:
+        return None, []
+    out = await _fetch_or_empty(db, FORECAST_ROWS_SQL, tenant, series, issued)
+    return issued.replace(tzinfo=UTC), [
+        {"valid_at": iso_utc(r["ts"]), **{q: r[q] for q in ("p10", "p25", "p50", "p75", "p90")},
+         "unit": r["unit"], "method": r["method"]} for r in out]

@@ -96,3 +96,33 @@ async def test_train_then_forecast_bwdf_zones_and_reproduce_the_forecast(
     again = [e for e in forecast_tasks.handle_run(request, ctx)
              if isinstance(e, ForecastIssued)]
     assert sorted(encode(e) for e in again) == sorted(m.data for m in stored)
+
+    # operators read it through the API: the latest forecast, joined with what was measured
+    import httpx
+
+    from bus.tokens import TokenRecord, TokenStore, hash_token
+    from ops.serving import api_config
+    from projections.api import create_app
+
+    tokens = TokenStore([TokenRecord("viewer", tenant, ("read",), hash_token("reader"))])
+    app = create_app(api_config(fast_settings), tokens=tokens, config_store=store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://api") as client:
+        async with app.router.lifespan_context(app):
+            h = {"Authorization": "Bearer reader"}
+            r = await client.get("/v1/forecasts", headers=h)
+            assert r.json()["series"] == ["zone:dma_a", "zone:dma_e"]
+            r = await client.get("/v1/forecasts/zone:dma_a", headers=h,
+                                 params={"as_of": "2022-07-12T00:00Z"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["issued_at"] == "2022-07-10T22:00:00Z" and body["sensors"] == ["dma_a"]
+            points = body["points"]
+            assert len(points) == 168 and points[0]["valid_at"] == "2022-07-10T22:00:00Z"
+            measured = [p for p in points if p["actual"] is not None]
+            assert len(measured) > 150  # the file runs to 24 July 2022
+            mae = sum(abs(p["actual"] - p["p50"]) for p in measured) / len(measured)
+            assert mae < 0.005  # m3/s: within 5 L/s on a DMA of about 10 L/s
+            r = await client.get("/v1/forecasts/zone:dma_a", headers=h,
+                                 params={"as_of": "2022-07-01T00:00Z"})
+            assert r.status_code == 404  # nothing was issued that early
