@@ -34,6 +34,22 @@ Onboarding a new file format means writing one of these as YAML, not code::
 Long layout adds ``sensor_column``, ``value_column`` and optionally ``unit_column``;
 ``sensors`` is then keyed by the sensor code found in ``sensor_column``.
 
+A weather-forecast file (wide: one row per valid time, one column per variable) has a
+``weather`` section instead of ``sensors``; ``timestamp`` then reads the valid time::
+
+    weather:
+      location: rome-north        # the tenant's name for the place (sensor-id rules)
+      source: acme-meteo          # who issued it (default: how the upload came)
+      issued_at_column: Issued    # read like timestamp.column (same format, zone, DST
+                                  # clock; its repeated autumn hour is refused unless
+                                  # timestamp.ambiguous says dst or standard)
+      # or issued_at: 2024-03-30T06:00:00+01:00  (no offset: timestamp.timezone's wall
+      #    clock), or issued_at: received  (when the upload arrived)
+      variables:                  # column -> weather variable and the column's unit
+        "Temp (°C)": {variable: air_temp, unit: degC}
+        "Rain (mm)": {variable: precipitation, unit: mm}
+    window: {future_days: 16}     # forecasts reach further ahead than the default week
+
 ``SourceMapping.from_yaml`` raises ``TenantConfigError`` naming the offending field path.
 ``version`` is the sha256 of the raw YAML, so every parse can say which mapping it used.
 """
@@ -55,6 +71,7 @@ from pydantic import (
 from contracts.errors import TenantConfigError
 from contracts.readings import SENSOR_ID_RE
 from contracts.units import to_si, unit_problem
+from contracts.weather import VARIABLES as WEATHER_VARIABLES
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
 TIME_KEYWORDS = ("iso", "auto", "excel-serial", "epoch-s", "epoch-ms", "epoch-us", "epoch-ns")
@@ -180,6 +197,71 @@ class TimeWindow(_Strict):
         return naive
 
 
+class WeatherColumn(_Strict):
+    """One column of a weather-forecast file: the variable it holds and its unit."""
+
+    variable: str
+    unit: str
+
+    @field_validator("variable")
+    @classmethod
+    def _variable_known(cls, v: str) -> str:
+        if v not in WEATHER_VARIABLES:
+            raise ValueError(f"expected a weather variable, one of "
+                             f"{', '.join(WEATHER_VARIABLES)}; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _unit_measures_variable(self) -> WeatherColumn:
+        if (problem := unit_problem(self.unit)) is not None:
+            raise ValueError(f"unit: {problem}")
+        si_unit = to_si(self.unit)[0]  # type: ignore[index]  (known: checked above)
+        want = WEATHER_VARIABLES[self.variable]
+        if si_unit != want:
+            raise ValueError(f"unit: {self.unit!r} measures {si_unit}, but {self.variable} "
+                             f"is in {want}")
+        return self
+
+
+class WeatherSection(_Strict):
+    """A weather-forecast file: where, by whom, issued when, and which column is what.
+    The issue time: ``issued_at_column`` (per row), or ``issued_at`` (a fixed instant,
+    or ``received``: when the upload arrived); exactly one of them."""
+
+    location: str
+    source: str | None = None
+    issued_at_column: str | None = None
+    issued_at: datetime | Literal["received"] | None = None
+    variables: dict[str, WeatherColumn] = Field(min_length=1)
+
+    @field_validator("location")
+    @classmethod
+    def _location_ok(cls, v: str) -> str:
+        if not SENSOR_ID_RE.match(v):
+            raise ValueError(f"expected a name matching {SENSOR_ID_RE.pattern}, got {v!r}")
+        return v
+
+    @field_validator("issued_at_column", mode="before")
+    @classmethod
+    def _column_text(cls, v: Any) -> Any:
+        return None if v is None else _as_name(v)
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _column_names_text(cls, v: Any) -> Any:
+        return {_as_name(k): c for k, c in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _one_issue_time(self) -> WeatherSection:
+        if (self.issued_at_column is None) == (self.issued_at is None):
+            raise ValueError("give exactly one of issued_at_column (a column of issue "
+                             "times) and issued_at (a time, or 'received')")
+        if self.issued_at_column in self.variables:
+            raise ValueError(f"issued_at_column: {self.issued_at_column!r} is also a "
+                             f"variable column")
+        return self
+
+
 class SourceMapping(_Strict):
     """How to read one family of a tenant's files.  See the module docstring for the YAML."""
 
@@ -203,6 +285,7 @@ class SourceMapping(_Strict):
     unit_column: str | None = None  # long layout, optional
     sensors: dict[str, SensorSpec] = Field(default_factory=dict)
     window: TimeWindow = Field(default_factory=TimeWindow)
+    weather: WeatherSection | None = None  # a weather-forecast file (then no sensors)
 
     _raw: bytes | None = PrivateAttr(default=None)
 
@@ -245,11 +328,24 @@ class SourceMapping(_Strict):
         if self.timestamp.timezone is None:
             return ("timestamp.timezone: required to read a file (the IANA zone of its "
                     "wall clock, e.g. Europe/Rome or UTC)")
+        if self.weather is not None:
+            return self._weather_problem()
         if not self.sensors:
             return "sensors: a file mapping needs at least one sensor"
         no_unit = [k for k, s in self.sensors.items() if s.unit is None]
         if no_unit:
             return f"sensors.{no_unit[0]}.unit: required to read a file (the values' unit)"
+        return None
+
+    def _weather_problem(self) -> str | None:
+        w = self.weather
+        if self.sensors:
+            return "sensors: a weather mapping names its columns under weather.variables"
+        if self.layout != "wide":
+            return "layout: a weather mapping reads one column per variable (wide)"
+        clash = set(self.timestamp.columns) & ({*w.variables, w.issued_at_column} - {None})
+        if clash:
+            return f"weather: column {sorted(clash)[0]!r} is also a timestamp column"
         return None
 
     @field_validator("sensor_column", "value_column", "unit_column", mode="before")
@@ -290,7 +386,7 @@ class SourceMapping(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceMapping:
-        if self.format in ("csv", "xlsx") and (problem := self.file_problem()):
+        if (self.format in ("csv", "xlsx") or self.weather) and (problem := self.file_problem()):
             raise ValueError(problem)
         t = self.thousands
         if t is not None and (len(t) != 1 or t == self.decimal):

@@ -14,7 +14,7 @@ from contracts.tasks import kind_token
 from ops import loaders
 from ops.settings import Settings
 from processors.normalise import handler as normalise, reported
-from projections import config_view, forecasts, intake_log, readings, tasks
+from projections import config_view, forecasts, intake_log, readings, tasks, weather
 from projections.questdb import QuestDB
 
 
@@ -30,6 +30,7 @@ def components(settings: Settings) -> dict[str, Component]:
         Processor.from_module(normalise, loaders=load),
         Processor.from_module(reported),
         readings.projection(db),
+        weather.projection(db),
         *intake_log.projections(db),
         config_view.projection(),
         tasks.projection(db),

@@ -5,6 +5,23 @@ source ``poller:<name>`` and the poller's ``PollMapping`` in ``params["mapping"]
 (JSON).  The normalise processor later parses the stored bytes with those params, so a
 replay parses them again with the mapping of that time (``contracts.mapping.PollMapping``
 describes the paths).
+
+``kind: weather-forecast`` polls a weather-forecast API in the shape of Open-Meteo's
+``/v1/forecast`` for the tenant's ``location`` (a name it chooses, e.g. ``rome-north``):
+the params then say ``kind`` and ``location`` instead of a mapping, and the normalise
+processor turns each body into a ``weather.forecast_received`` (issued when polled,
+unless the body states an ``issued_at``; ``processors/normalise/weather.py``)::
+
+    - name: meteo-rome
+      tenant: acme
+      kind: weather-forecast
+      location: rome-north
+      url: https://api.open-meteo.com/v1/forecast?latitude=41.9&longitude=12.5&hourly=...
+      interval_s: 3600
+
+with ``hourly=`` listing what the forecast needs: ``temperature_2m``, ``precipitation``,
+``relative_humidity_2m``, ``wind_speed_10m``, ``cloud_cover``, ``shortwave_radiation``,
+``direct_normal_irradiance``, ``diffuse_radiation`` (any unit Open-Meteo offers).
 """
 
 from __future__ import annotations
@@ -14,17 +31,19 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import msgspec
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.base import TENANT_RE
 from contracts.errors import ContractError, TagusError, TenantConfigError, TransientError
 from contracts.intake import RawIntakeReceived
 from contracts.mapping import PollMapping
+from contracts.readings import SENSOR_ID_RE
+from contracts.weather import POLL_KIND
 
 log = structlog.get_logger("tagus.intake.poller")
 
@@ -49,6 +68,20 @@ class PollerConfig(BaseModel):
     backoff_max_s: float = Field(600.0, gt=0)
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
     mapping: PollMapping = PollMapping()
+    kind: Literal["readings", "weather-forecast"] = "readings"
+    location: str | None = Field(None, pattern=SENSOR_ID_RE.pattern)  # weather-forecast
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> PollerConfig:
+        if self.kind == POLL_KIND and self.location is None:
+            raise ValueError("location: required for kind weather-forecast (the tenant's "
+                             "name for the place, e.g. rome-north)")
+        if self.kind == POLL_KIND and self.mapping != PollMapping():
+            raise ValueError("mapping: not used by kind weather-forecast (its body has the "
+                             "shape of Open-Meteo's /v1/forecast)")
+        if self.kind == "readings" and self.location is not None:
+            raise ValueError("location: only for kind weather-forecast")
+        return self
 
     @property
     def source(self) -> str:
@@ -56,7 +89,9 @@ class PollerConfig(BaseModel):
 
 
 def mapping_params(config: PollerConfig) -> dict[str, str]:
-    """The intake params that let ``parse_polled`` read this poller's responses."""
+    """The intake params that let the normalise processor read this poller's responses."""
+    if config.kind == POLL_KIND:
+        return {"kind": POLL_KIND, "location": config.location or ""}
     return {"mapping": config.mapping.model_dump_json()}
 
 

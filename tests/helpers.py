@@ -109,8 +109,9 @@ async def stream_events(nc: Client, stream: str, family: str, subject: str | Non
 async def assert_accepted_were_stored(nc: Client, settings) -> int:
     """The invariant of the readings path, checked after every test that uses the bus:
     for every upload, the readings ``intake.parsed`` counts as accepted were published as
-    ``readings.normalised``; and when the ``questdb-readings`` projection has caught up,
-    every one of them is a row in QuestDB.  Returns the number of uploads checked."""
+    ``readings.normalised`` (a weather-forecast upload's: as the values of its
+    ``weather.forecast_received``); and when the ``questdb-readings`` projection has
+    caught up, every reading is a row in QuestDB.  Returns the number of uploads checked."""
     from nats.js.errors import NotFoundError as JsNotFound
 
     from contracts.intake import IntakeParsed
@@ -126,13 +127,18 @@ async def assert_accepted_were_stored(nc: Client, settings) -> int:
     by_cause: dict[str, list] = {}
     for e in readings:
         by_cause.setdefault(e.causation_id, []).append(e)
+    forecast_values: dict[str, int] = {}
+    for e in await stream_events(nc, "WEATHER", "weather"):
+        forecast_values[e.causation_id] = forecast_values.get(e.causation_id, 0) + sum(
+            v == v for ws in e.series for v in ws.values)  # NaN: not a value
     versions: dict[str, int] = {}
     for p in parsed:
         versions[p.intake_id] = versions.get(p.intake_id, 0) + 1
     for p in parsed:
         if versions[p.intake_id] > 1:
             continue  # re-parsed under another mapping: its outputs cannot be told apart
-        published = sum(e.reading_count for e in by_cause.get(p.intake_id, []))
+        published = (sum(e.reading_count for e in by_cause.get(p.intake_id, []))
+                     + forecast_values.get(p.intake_id, 0))
         assert published == p.values_accepted, (
             f"upload {p.intake_id} ({p.tenant}): intake.parsed says {p.values_accepted} "
             f"accepted, {published} readings were published")

@@ -4,6 +4,8 @@
 readings), ``readings.rejected`` (one reason per rejected item), then exactly one of
 ``intake.parsed`` (the counts: received = accepted + rejected + missing) or
 ``intake.failed`` (the upload as a whole could not be read).
+A weather forecast (a weather poll, or a file whose mapping has a ``weather`` section)
+becomes ``weather.forecast_received`` instead, with the same accounting (``weather.py``).
 
 Pure: the runner hands over the stored bytes (``ctx.resources["payload"]``, a binary
 file) and the tenant's current mapping text (``ctx.resources["mapping"]``).  Output ids
@@ -21,7 +23,7 @@ from contracts.base import Event
 from contracts.errors import ContractError, TenantConfigError
 from contracts.intake import COUNTERS, IntakeFailed, IntakeParsed, RawIntakeReceived
 from contracts.readings import ReadingsNormalised, ReadingsRejected, Series
-from processors.normalise import dispatch
+from processors.normalise import dispatch, weather
 from processors.normalise.rules import ParsedChunk
 
 NAME = "normalise"
@@ -35,6 +37,9 @@ MAX_REJECTED = 10_000  # rejection entries per message
 def handle(event: RawIntakeReceived, ctx: Context) -> Iterator[Event]:
     payload: BinaryIO | None = ctx.resources.get("payload")
     mapping_text: bytes | None = ctx.resources.get("mapping")
+    if weather.is_forecast(event, mapping_text):  # forecasts, not readings: weather.py
+        yield from weather.handle(event, ctx)
+        return
     version = event.mapping_version or "-"
 
     def failed(reason: str, detail: str) -> IntakeFailed:
