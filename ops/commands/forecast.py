@@ -67,8 +67,8 @@ def backtest(settings, args) -> int:
         raise SystemExit(f"tagus: --hours must be 1..168, found {args.hours}")
     data = load_inputs(args.inflow, args.weather, args.holidays, args.tz, args.series)
     start = parse_start(args.start, args.tz)
-    _say(f"inflow: {len(data.series)} series, {data.first:%d/%m/%Y %H:%M} .. "
-         f"{data.last:%d/%m/%Y %H:%M} local; training on data before "
+    _say(f"inflow: {len(data.series)} series, {data.first.tz_convert(args.tz):%d/%m/%Y %H:%M} .. "
+         f"{data.last.tz_convert(args.tz):%d/%m/%Y %H:%M} local; training on data before "
          f"{start.tz_convert(args.tz):%d/%m/%Y %H:%M} local")
     config = train_config(args.quick)
     forecasts, quantiles = {}, []

@@ -31,15 +31,18 @@ CANDIDATE_ORDER = ("seasonal_naive", "profile", "ets", "gbm", "ensemble")
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train.  ``backtest_origins`` origins ``backtest_spacing_h`` apart before the
-    training origin score the candidates; ``ensemble`` names its members (equal weights).
-    ``gbm_params`` overrides LightGBM parameters (``models.GBM_DEFAULTS``)."""
+    training origin score the candidates (with ``refit_backtests`` False the trees are
+    grown once, at the first backtest origin, and reused at the later ones: less work,
+    still no look-ahead).  ``ensemble`` names its members, ``ensemble_weights`` their
+    weights.  ``gbm_params`` overrides LightGBM parameters (``models.GBM_DEFAULTS``)."""
 
     horizon_h: int = WEEK_H
     candidates: tuple[str, ...] = CANDIDATE_ORDER
     ensemble: tuple[str, ...] = ("gbm", "ets")
+    ensemble_weights: tuple[float, ...] = (0.75, 0.25)
     backtest_origins: int = 4
     backtest_spacing_h: int = WEEK_H
-    refit_backtests: bool = True
+    refit_backtests: bool = False
     quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
     gbm_params: tuple[tuple[str, object], ...] = ()
     gbm_origin_step_h: int = 24
@@ -99,7 +102,7 @@ def train(history: pd.Series, weather: pd.DataFrame | None, holidays: Iterable[d
     level = float(np.nanmedian(np.abs(clean.to_numpy())))
     origins = [o for o in backtest_origins(origin, config.backtest_origins,
                                            config.backtest_spacing_h) if o > clean.index[0]]
-    ensembles = {"ensemble": (list(config.ensemble), [1.0 / len(config.ensemble)] * len(config.ensemble))} \
+    ensembles = {"ensemble": (list(config.ensemble), list(config.ensemble_weights))} \
         if "ensemble" in config.candidates else {}
     runs = run_backtests(past, clean, weather, holidays, tz, origins, config.horizon_h,
                          lambda: _candidates(config), ensembles, config.quality,
@@ -207,7 +210,7 @@ def _candidate(name: str, config: TrainConfig):
         return WeeklyExponentialSmoothing(weeks=config.ets_weeks)
     if name == "ensemble":
         return Ensemble(members=[_candidate(m, config) for m in config.ensemble],
-                        weights=[1.0 / len(config.ensemble)] * len(config.ensemble))
+                        weights=list(config.ensemble_weights))
     raise ValueError(f"unknown candidate {name!r}; known: {CANDIDATE_ORDER}")
 
 
