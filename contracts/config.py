@@ -108,6 +108,7 @@ class TenantDoc(_Doc):
     region: str | None = None  # subdivision (province, state) as the holidays package names it
     extra_holidays: list[str] = []  # "YYYY-MM-DD" once, or "MM-DD" every year (patron saint)
     currency: Literal["EUR", "GBP", "USD"] = "EUR"
+    weather_location: str | None = None  # the weather forecasts (location) demand uses
     modes: dict[Literal["schedules", "forecasts", "alerts"],
                 Literal["advisory", "automatic"]] = {}
     suspended: bool = False

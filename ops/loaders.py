@@ -210,9 +210,19 @@ class ForecastInputs:
                     cols.setdefault(column, []).append(await hourly(sensor) * factor)
                 weather = pd.DataFrame({c: pd.concat(v, axis=1).mean(axis=1)
                                         for c, v in cols.items()})
+            forecast = None
+            tenant = cfg.get("tenant")
+            if not train and tenant is not None and tenant.weather_location:
+                from projections.weather import forecast_as_of
+
+                got = await forecast_as_of(conn, event.tenant, tenant.weather_location,
+                                           end.to_pydatetime())
+                if got is not None:
+                    forecast = {"event_id": ",".join(got.event_ids),
+                                "issued_at": got.issued_at, "frame": _model_weather(got.frame)}
         finally:
             await conn.close()
-        return {"demand": demand, "weather": weather, "weather_forecast": None,
+        return {"demand": demand, "weather": weather, "weather_forecast": forecast,
                 "window": (start, end), "data_sha256": digests}
 
 
@@ -266,3 +276,20 @@ async def _visible(settings) -> None:
         await asyncio.to_thread(questdb(settings).wait_for_wal, "readings", 30.0)
     except TransientError:
         pass  # a lagging WAL: the task reads what is visible; retries see more
+
+
+# weather forecast variable (SI) -> the demand models' column and factor
+_MODEL_WEATHER = {"air_temp": ("temperature_c", 1.0), "precipitation": ("precipitation_mm", 1000.0),
+                  "relative_humidity": ("humidity_pct", 100.0),
+                  "wind_speed": ("wind_speed_ms", 1.0)}
+
+
+def _model_weather(frame):
+    import pandas as pd
+
+    cols = {model: frame[var] * factor for var, (model, factor) in _MODEL_WEATHER.items()
+            if var in frame}
+    out = pd.DataFrame(cols, index=frame.index)
+    out.index = pd.DatetimeIndex(out.index).tz_convert("UTC")
+    out.index.name = None
+    return out
