@@ -194,7 +194,10 @@ def fallback_forecast(history: pd.Series, holidays: Iterable[date], tz: str, *,
 
 
 def _candidates(config: TrainConfig) -> list:
-    return [_candidate(n, config) for n in config.candidates if n != "ensemble"]
+    names = [n for n in config.candidates if n != "ensemble"]
+    if "ensemble" in config.candidates:
+        names += [m for m in config.ensemble if m not in names]
+    return [_candidate(n, config) for n in names]
 
 
 def _candidate(name: str, config: TrainConfig):

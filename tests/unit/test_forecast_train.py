@@ -3,6 +3,7 @@ and reported, artefacts that refuse foreign bytes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import numpy as np
@@ -62,12 +63,21 @@ def test_feature_rows_read_only_values_before_their_own_origin():
 
 def test_same_inputs_give_identical_bytes_and_forecasts():
     y, wx = demand()
-    a = train(y, wx, HOLIDAYS, TZ, origin=ORIGIN, config=QUICK)
-    b = train(y, wx, HOLIDAYS, TZ, origin=ORIGIN, config=QUICK)
+    # every candidate family, ETS (sktime/statsmodels) and the ensemble included
+    config = replace(QUICK, candidates=("seasonal_naive", "profile", "ets", "gbm", "ensemble"))
+    a = train(y, wx, HOLIDAYS, TZ, origin=ORIGIN, config=config)
+    b = train(y, wx, HOLIDAYS, TZ, origin=ORIGIN, config=config)
+    assert set(a.metrics) == {"seasonal_naive", "profile", "ets", "gbm", "ensemble"}
     assert a.artefact == b.artefact and a.sha256 == b.sha256
     fa = predict(a.artefact, y, wx, HOLIDAYS, TZ, issued_at=ORIGIN, sha256=a.sha256)
     fb = predict(b.artefact, y, wx, HOLIDAYS, TZ, issued_at=ORIGIN, sha256=b.sha256)
     assert fa.to_numpy().tobytes() == fb.to_numpy().tobytes()
+    ensemble = replace(config, candidates=("ensemble",))  # force the two-family ensemble
+    c = train(y, wx, HOLIDAYS, TZ, origin=ORIGIN, config=ensemble)
+    assert c.chosen == "ensemble"
+    fc1 = predict(c.artefact, y, wx, HOLIDAYS, TZ, issued_at=ORIGIN)
+    fc2 = predict(c.artefact, y, wx, HOLIDAYS, TZ, issued_at=ORIGIN)
+    assert fc1.to_numpy().tobytes() == fc2.to_numpy().tobytes()
 
 
 def test_forecast_shape_quantiles_and_skill():
