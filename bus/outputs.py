@@ -4,7 +4,7 @@ JetStream drops a re-published event only within the stream's duplicate window (
 A replay later, or a redelivery after a long backoff, would append the same events
 again: harmless for the idempotent projections, but every stream would grow with every
 replay.  So the runner records, per processor and input event, the ids of the outputs it
-published (KV bucket ``tagus-outputs``, key ``<processor>.<input id>``), and on a later
+published (KV bucket ``tagus-outputs``, key ``<processor>.<tenant>.<input id>``), and on a later
 delivery publishes only outputs that are not already there: the same ids in the same
 order are skipped, anything new (a corrected mapping gives new ids) is published.
 """
@@ -35,20 +35,20 @@ class OutputLog:
         return self._kv
 
     @staticmethod
-    def key(processor: str, input_id: str) -> str:
-        return f"{_UNSAFE.sub('_', processor)}.{_UNSAFE.sub('_', input_id)}"
+    def key(processor: str, tenant: str, input_id: str) -> str:
+        return ".".join(_UNSAFE.sub("_", x) for x in (processor, tenant, input_id))
 
-    async def get(self, processor: str, input_id: str) -> list[str] | None:
+    async def get(self, processor: str, tenant: str, input_id: str) -> list[str] | None:
         kv = await self._bucket()
         if kv is None:
             return None
         try:
-            entry = await kv.get(self.key(processor, input_id))
+            entry = await kv.get(self.key(processor, tenant, input_id))
         except KeyNotFoundError:
             return None
         return msgspec.msgpack.decode(entry.value, type=list[str]) if entry.value else None
 
-    async def put(self, processor: str, input_id: str, ids: list[str]) -> None:
+    async def put(self, processor: str, tenant: str, input_id: str, ids: list[str]) -> None:
         kv = await self._bucket()
         if kv is not None:
-            await kv.put(self.key(processor, input_id), msgspec.msgpack.encode(ids))
+            await kv.put(self.key(processor, tenant, input_id), msgspec.msgpack.encode(ids))

@@ -72,6 +72,18 @@ class RunnerStats:
     errors: list[str] = field(default_factory=list)
 
 
+def tenant_mismatch(event: Event, subject: str) -> str | None:
+    """Why an event may not be handled on ``subject``: its body names another tenant
+    than its subject.  Subject permissions are what NATS enforces (a tenant's user may
+    publish only its own subjects); the body must agree, or a tenant could write into
+    another's data."""
+    tenant = tenant_of_subject(subject)
+    if tenant != event.tenant:
+        return (f"the event says tenant {event.tenant!r} but was published on {subject!r} "
+                f"(tenant {tenant!r}): refused")
+    return None
+
+
 class Runner:
     """Pull, decode, handle, publish, ack — for one component on one durable consumer."""
 
@@ -156,6 +168,8 @@ class Runner:
                 f"{event_type(event)} is not accepted by {self.component.name} "
                 f"(accepts {[event_type(t) for t in self.component.accepts]})"
             )
+        if (problem := tenant_mismatch(event, msg.subject)) is not None:
+            return "invalid", problem
         return event
 
     async def _process(self, msg: Msg, waiting: list[Msg] = ()) -> None:
@@ -199,7 +213,8 @@ class Runner:
                           resources=loaded)
             result = await asyncio.to_thread(self.component.handle, event, ctx)
             it = iter(result)
-            before = await self.outputs.get(self.component.name, event.event_id)
+            before = await self.outputs.get(
+                self.component.name, event.tenant, event.event_id)
             ids: list[str] = []
             while True:
                 out = await asyncio.to_thread(next, it, _DONE)
@@ -214,7 +229,8 @@ class Runner:
                     self.stats.duplicates += int(bool(ack.duplicate))
                 ids.append(out.event_id)
             if ids != before:
-                await self.outputs.put(self.component.name, event.event_id, ids)
+                await self.outputs.put(
+                    self.component.name, event.tenant, event.event_id, ids)
             return len(ids)
         finally:
             resources.close(loaded)

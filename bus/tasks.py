@@ -46,6 +46,7 @@ from bus.components import Blob, Context, TaskWorker
 from bus.outputs import OutputLog
 from bus.publish import publish
 from bus.pull import Puller
+from bus.runner import tenant_mismatch
 from bus.storage import TASK_STATE_BUCKET
 from bus.topology import ConsumerSpec
 from contracts.base import Event, derive_id, utc_now
@@ -259,6 +260,9 @@ class TaskRunner:
         except (msgspec.DecodeError, ContractError) as e:
             await self._dead_letter(msg, f"not a task event: {e}")
             return
+        if (problem := tenant_mismatch(event, msg.subject)) is not None:
+            await self._dead_letter(msg, problem)
+            return
         if not isinstance(event, TaskRequested) or event.kind not in self.worker.handlers:
             await self._dead_letter(msg, f"{type(event).__name__} kind "
                                          f"{getattr(event, 'kind', '?')!r} is not done by "
@@ -434,7 +438,8 @@ class TaskRunner:
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_child, daemon=True, args=(
             self.worker.handlers[event.kind], event, self.worker.name, loaded, child))
-        before = await self.outputs.get(self.worker.name, event.event_id)
+        before = await self.outputs.get(
+                self.worker.name, event.tenant, event.event_id)
         ids: list[str] = []  # every output, as the output log keeps them
         domain: list[str] = []  # what the task produced (progress reports left out)
         deadline = time.monotonic() + limit
@@ -473,7 +478,8 @@ class TaskRunner:
                         domain.append(out.event_id)
                 elif item[0] == "done":
                     if ids != before:
-                        await self.outputs.put(self.worker.name, event.event_id, ids)
+                        await self.outputs.put(
+                    self.worker.name, event.tenant, event.event_id, ids)
                     return "done", "", domain
                 else:
                     _, name, message, permanent = item

@@ -226,3 +226,34 @@ def test_cli_fails_fast_when_nats_is_unreachable(command, tmp_path):
     assert time.monotonic() - started < 20
     last = done.stderr.strip().splitlines()[-1]
     assert "NATS unreachable" in last and "after 2 s" in last
+
+
+async def test_an_event_naming_another_tenant_than_its_subject_is_refused(nc, fast_settings):
+    """A tenant's NATS user may publish only its own subjects; the body must agree, or
+    tenant a could write readings into tenant b."""
+    from bus.publish import headers_for
+    from contracts.readings import ReadingsReported
+    from contracts.registry import encode
+
+    victim = _tenant("victim")
+    now = utc_now()
+    forged = ReadingsReported(event_id=derive_id("forged", victim), tenant=victim,
+                              occurred_at=now, recorded_at=now, source="attacker",
+                              series=[Series(sensor_id="p1", unit="m", values=[1.0],
+                                             timestamps_ns=[Y2024_NS])])
+    js = nc.jetstream()
+    await js.publish("tagus.readings.attacker.reported", encode(forged),
+                     headers=headers_for(forged))
+    comps, topo = wiring.components(fast_settings), wiring.topology(fast_settings)
+    runner = Runner(nc, comps["normalise-units"], topo.consumer("normalise-units"),
+                    fetch_timeout_s=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: runner.stats.dead_lettered == 1, what="refused")
+    finally:
+        stop.set()
+        await task
+    (dead,) = [decode("deadletter", m.data) for m in await stream_messages(nc, "DEADLETTER")]
+    assert dead.error_kind == "invalid" and "refused" in dead.reason
+    assert await stream_messages(nc, "READINGS", f"tagus.readings.{victim}.>") == []
