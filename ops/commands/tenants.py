@@ -24,15 +24,21 @@ def register(sub) -> None:
 async def tenant(settings, args) -> int:
     if args.action != "list" and not args.tenant:
         args.parser.error(f"tenant {args.action} needs a TENANT")
-    if args.action == "credentials":
-        from ops.nats_users import format_credentials, issue_credentials
-
-        creds = issue_credentials(settings, args.tenant, rotate=args.rotate)
-        print(format_credentials(creds))
-        return 0
     from ops import config_service
 
     async with config_service.connected(settings) as store:
+        if args.action == "credentials":
+            from ops.nats_users import format_credentials, issue_credentials
+
+            doc = await store.document(args.tenant, "tenant")
+            if doc is None or doc.suspended:
+                print(f"tagus: tenant {args.tenant!r} is "
+                      f"{'suspended' if doc else 'not configured'}: no credentials",
+                      file=sys.stderr)
+                return 1
+            print(format_credentials(issue_credentials(settings, args.tenant,
+                                                       rotate=args.rotate)))
+            return 0
         if args.action == "list":
             print(config_service.format_tenants(await store.tenants()))
             return 0
@@ -48,4 +54,9 @@ async def tenant(settings, args) -> int:
             change = await store.set_suspended(args.tenant, args.action == "suspend",
                                                author="cli", reason=args.reason)
     print(config_service.format_change(change), file=sys.stdout)
+    if args.action == "suspend" and settings.embedded_nats:
+        from ops.nats_users import revoke_credentials
+
+        if revoke_credentials(settings, args.tenant):  # its gateways are cut off too
+            print(f"revoked the NATS user of {args.tenant}")
     return 0
