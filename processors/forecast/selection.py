@@ -79,8 +79,8 @@ def score(runs: Sequence[BacktestRun], quantiles: Sequence[float], level: float
           ) -> dict[str, dict[str, float]]:
     """Mean indicators per candidate over the runs where it forecast.
 
-    Keys: PI1, PI2, PI3 (unit of the series), ``score`` = PI1 + PI3 (what the choice
-    minimises), ``runs``, and for the interval between the outer quantiles, ``coverage``
+    Keys: PI1, PI2, PI3 and ``mae_day1`` .. ``mae_day7`` (unit of the series), ``score`` =
+    PI1 + PI3 (what the choice minimises), ``runs``, and for the interval between the outer quantiles, ``coverage``
     (fraction) and ``pinball_<q>`` per quantile, with quantiles taken from the *other*
     runs' errors (leave one origin out), so coverage is not judged on its own errors.
     """
@@ -91,6 +91,10 @@ def score(runs: Sequence[BacktestRun], quantiles: Sequence[float], level: float
         ind = [metrics.bwdf_indicators(r.observed, r.predictions[name]) for r in mine]
         m = {k: _mean([i[k] for i in ind]) for k in ("PI1", "PI2", "PI3")}
         m["score"] = m["PI1"] + m["PI3"]
+        for day in range(7):  # MAE per forecast day (hours 1-24, 25-48, ...)
+            m[f"mae_day{day + 1}"] = _mean([metrics.mae(r.observed[day * DAY_H:(day + 1) * DAY_H],
+                                                        r.predictions[name][day * DAY_H:(day + 1) * DAY_H])
+                                            for r in mine])
         m["runs"] = float(len(mine))
         if len(mine) >= 2:
             lo_q, hi_q = min(quantiles), max(quantiles)
