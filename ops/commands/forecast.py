@@ -249,7 +249,7 @@ def read_table(path: Path, tz: str):
     rows = _rows(path)
     if len(rows) < 2:
         raise SystemExit(f"tagus: {path}: expected a header and data rows, found {len(rows)} rows")
-    header = [str(h).strip() for h in rows[0]]
+    header = ["" if h is None else str(h).strip() for h in rows[0]]
     body = [r for r in rows[1:] if r and r[0] not in (None, "")]
     naive = pd.DatetimeIndex([_stamp(r[0], path, i + 2) for i, r in enumerate(body)])
     local = wall_clock_to_utc(naive, tz)

@@ -51,6 +51,20 @@ class TrainConfig:
     seed: int = 0
     quality: QualityConfig = field(default_factory=QualityConfig)
 
+    def __post_init__(self) -> None:
+        if list(self.quantiles) != sorted(set(self.quantiles)) or \
+                not all(0 < q < 1 for q in self.quantiles):
+            raise ValueError(f"quantiles must be increasing, in (0, 1): {self.quantiles}")
+        if len(self.ensemble) != len(self.ensemble_weights) or \
+                abs(sum(self.ensemble_weights) - 1) > 1e-9:
+            raise ValueError(f"ensemble weights must match {self.ensemble} and sum to 1, "
+                             f"found {self.ensemble_weights}")
+        unknown = set(self.candidates) - set(CANDIDATE_ORDER)
+        if unknown:
+            raise ValueError(f"unknown candidates {sorted(unknown)}; known: {CANDIDATE_ORDER}")
+        if not 1 <= self.horizon_h <= WEEK_H:
+            raise ValueError(f"horizon must be 1..{WEEK_H} hours, found {self.horizon_h}")
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["gbm_params"] = dict(self.gbm_params)

@@ -194,7 +194,8 @@ class WeeklyExponentialSmoothing(Candidate):
             forecaster = ExponentialSmoothing(trend=self.trend, damped_trend=self.damped_trend,
                                               seasonal="add", sp=WEEK_H,
                                               initialization_method="heuristic")
-            forecaster.set_config(remember_data=False)
+            if "remember_data" in forecaster.get_config():  # sktime >= 1.2
+                forecaster.set_config(remember_data=False)
             forecaster.fit(pd.Series(y))
             pred = forecaster.predict(fh=np.arange(1, horizon + 1)).to_numpy(dtype=float)
         return complete(pred, frame, origin)

@@ -136,7 +136,7 @@ def residual_quantiles(runs: Sequence[BacktestRun], name: str, quantiles: Sequen
                 continue
             p, o = r.predictions[name][lo:hi], r.observed[lo:hi]
             ok = ~np.isnan(o)
-            rel.append((o[ok] - p[ok]) / np.maximum(np.abs(p[ok]), 0.1 * level))
+            rel.append((o[ok] - p[ok]) / np.maximum(np.abs(p[ok]), max(0.1 * level, 1e-9)))
         rel_all = np.concatenate(rel) if rel else np.array([])
         if len(rel_all) < 10:
             table.append([0.0 for _ in quantiles])
@@ -150,7 +150,7 @@ def apply_quantiles(p50: np.ndarray, table: list[list[float]], quantiles: Sequen
     """Quantile forecasts around ``p50`` from a relative-error table.  ``0.5`` stays the
     point forecast; lower quantiles never rise above it, upper never fall below, and
     none cross."""
-    scale = np.maximum(np.abs(p50), 0.1 * level)
+    scale = np.maximum(np.abs(p50), max(0.1 * level, 1e-9))
     h = np.arange(len(p50))
     out = {}
     for i, q in enumerate(quantiles):

@@ -55,3 +55,15 @@ def test_read_table_keeps_dst_hours_and_evaluation_weeks(bwdf):
     mondays = last_mondays(inflow.index[-1], "Europe/Rome", 8)
     assert [m.tz_convert("Europe/Rome").strftime("%d/%m") for m in mondays] == [
         "30/05", "06/06", "13/06", "20/06", "27/06", "04/07", "11/07", "18/07"]
+
+
+def test_read_table_csv_with_semicolons_decimal_commas_and_the_autumn_hour(tmp_path):
+    path = tmp_path / "inflow.csv"
+    path.write_text("Date-time CET-CEST (DD/MM/YYYY HH:mm);DMA X (L/s);\n"
+                    "31/10/2021 01:00;1,5;\n31/10/2021 02:00;#N/A;\n31/10/2021 02:00;3;\n"
+                    "31/10/2021 03:00;NaN;\n")
+    header, frame = read_table(path, "Europe/Rome")
+    assert list(frame.columns) == ["DMA X (L/s)"]
+    assert [t.strftime("%H") for t in frame.index] == ["23", "00", "01", "02"]  # UTC
+    assert frame["DMA X (L/s)"].tolist()[0] == 1.5 and frame["DMA X (L/s)"].tolist()[2] == 3.0
+    assert np.isnan(frame["DMA X (L/s)"].tolist()[1]) and np.isnan(frame["DMA X (L/s)"].tolist()[3])
