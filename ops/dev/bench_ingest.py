@@ -559,8 +559,9 @@ async def drop_bench_days(settings: Settings, db: QuestDB, prefix: str, days: in
     return f"dropped {TABLE} partitions {span} (bench rows only)"
 
 
-async def cleanup(nc: Client, tenants: list[str], intake_ids: list[str],
+async def cleanup(nc: Client, tenants: list[str], intakes: list[tuple[str, str]],
                   stream: str) -> list[str]:
+    """``intakes``: (tenant, intake id) of every upload the bench submitted."""
     notes = []
     js = nc.jetstream()
     try:
@@ -580,8 +581,8 @@ async def cleanup(nc: Client, tenants: list[str], intake_ids: list[str],
         await maps.purge(mapping_key(t, MAPPING_ID))
     with contextlib.suppress(JsNotFound):
         outputs = await js.key_value(OUTPUTS_BUCKET)
-        for intake_id in intake_ids:
-            await outputs.purge(OutputLog.key("normalise", intake_id))
+        for tenant, intake_id in intakes:
+            await outputs.purge(OutputLog.key("normalise", tenant, intake_id))
     notes.append(f"purged {len(tenants)} bench tenants from every stream, their uploads, "
                  "KV keys and output records")
     return notes
@@ -700,7 +701,7 @@ async def _main(settings: Settings, args, variants: list[str], workdir: Path, cm
             elif tenants:
                 notes = [n for n in [await drop_bench_days(settings, db, prefix, max(sizes),
                                                            args.tz)] if n]
-                notes += await cleanup(nc, tenants, [r.intake_id for r in results
+                notes += await cleanup(nc, tenants, [(r.tenant, r.intake_id) for r in results
                                                      if r.intake_id], stream)
                 print("clean-up: " + "; ".join(notes))
     return 0
