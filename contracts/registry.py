@@ -17,6 +17,10 @@ from contracts.base import Event, event_type
 from contracts.config import ConfigChanged
 from contracts.forecasts import ForecastIssued, ForecastModelTrained
 from contracts.kpis import KpiComputed
+from contracts.schedules import (
+    ScheduleAcknowledged, ScheduleApproved, ScheduleDeviated, ScheduleProposed,
+    ScheduleReleased,
+)
 from contracts.weather import WeatherForecastReceived
 from contracts.tasks import (
     TaskCancelled, TaskCancelRequested, TaskCompleted, TaskFailed, TaskProgressed,
@@ -36,6 +40,8 @@ FAMILIES: dict[str, tuple[type[Event], ...]] = {
     "kpi": (KpiComputed,),
     "forecast": (ForecastModelTrained, ForecastIssued),
     "weather": (WeatherForecastReceived,),
+    "schedule": (ScheduleProposed, ScheduleApproved, ScheduleReleased, ScheduleAcknowledged,
+                 ScheduleDeviated),
     "task": (TaskRequested, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed,
              TaskCancelled, TaskCancelRequested),
 }
