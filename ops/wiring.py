@@ -14,7 +14,7 @@ from contracts.tasks import kind_token
 from ops import loaders
 from ops.settings import Settings
 from processors.normalise import handler as normalise, reported
-from projections import config_view, forecasts, intake_log, readings, tasks, weather
+from projections import config_view, forecasts, intake_log, kpis, readings, tasks, weather
 from projections.questdb import QuestDB
 
 
@@ -35,6 +35,7 @@ def components(settings: Settings) -> dict[str, Component]:
         config_view.projection(),
         tasks.projection(db),
         *forecasts.projections(db),
+        kpis.projection(db),
         *(Processor(name=name, accepts=accepts, handle=chain.handle, needs=chain.NEEDS,
                     loaders={"config": load["config"]})
           for name, accepts in chain.CHAINS.items()),

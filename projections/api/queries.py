@@ -24,13 +24,14 @@ import math
 import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from contracts.readings import sensor_id_problem
 from projections.api.errors import InvalidParameter
 from projections.intake_log import LOG_TABLE, REJECTED_TABLE
 from projections.readings import TABLE
 from projections.forecasts import TABLE as FORECASTS_TABLE
+from projections.kpis import TABLE as KPIS_TABLE
 from projections.tasks import TABLE as TASKS_TABLE
 from projections.weather import TABLE as WEATHER_TABLE
 
@@ -468,3 +469,30 @@ async def forecast(db, tenant: str, series: str, as_of: datetime) -> tuple[datet
     return issued.replace(tzinfo=UTC), [
         {"valid_at": iso_utc(r["ts"]), **{q: r[q] for q in ("p10", "p25", "p50", "p75", "p90")},
          "unit": r["unit"], "method": r["method"]} for r in out]
+
+
+# ---------------------------------------------------------------- KPIs
+
+KPIS_SQL = (f"SELECT day, name, subject, value, unit, detail FROM {KPIS_TABLE} "
+            f"WHERE tenant = $1 AND ts >= $2 AND ts < $3 ORDER BY ts, name, subject")
+KPI_DAYS_SQL = f"SELECT DISTINCT day FROM {KPIS_TABLE} WHERE tenant = $1 ORDER BY day DESC LIMIT $2"
+
+
+def check_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise InvalidParameter("day", f"expected YYYY-MM-DD, got {_shown(text)}") from None
+
+
+async def kpis(db, tenant: str, first: date, last: date) -> list[dict]:
+    """The tenant's KPIs of the days ``first``..``last`` (inclusive)."""
+    start = datetime.combine(first, datetime.min.time())
+    end = datetime.combine(last, datetime.min.time()) + timedelta(days=1)
+    rows = await _fetch_or_empty(db, KPIS_SQL, tenant, start, end)
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+             for k, v in dict(r).items()} for r in rows]
+
+
+async def kpi_days(db, tenant: str, limit: int = 31) -> list[str]:
+    return [r["day"] for r in await _fetch_or_empty(db, KPI_DAYS_SQL, tenant, limit)]

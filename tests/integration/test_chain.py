@@ -84,6 +84,13 @@ async def test_tank_levels_chain_to_the_completeness_kpi(nc, fast_settings, shar
             r = await client.post("/v1/tasks", json={"kind": "nosuch"},
                                   headers={"Authorization": "Bearer operator"})
             assert r.status_code == 422 and "unknown task kind" in r.json()["detail"]
+            from ops.wiring import questdb
+
+            questdb(fast_settings).wait_for_wal("kpis")
+            r = await client.get("/v1/kpis", params={"day": "2019-01-02"},
+                                 headers={"Authorization": "Bearer reader"})
+            assert [(k["name"], k["subject"], k["value"]) for k in r.json()["kpis"]] == [
+                ("completeness", "T1", 1.0)]
 
 
 def _tokens(tenant: str):
