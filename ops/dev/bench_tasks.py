@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds into each window the slot falls (default 2.5, aligned 4)")
     p.add_argument("--startup-s", type=float, default=None,
                    help="real seconds before the first window: the scheduler starts and "
-                        "loads (default 45, quick 15)")
+                        "loads (default 45, quick 10)")
     p.add_argument("--target-s", type=float, default=1.0, help="p99 slot -> requested")
     p.add_argument("--keep", action="store_true", help="keep the run's tenants and requests")
     p.add_argument("--quick", action="store_true",
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tenants, args.hours = min(args.tenants, 50), min(args.hours, 2.0)
         args.window_s = args.window_s or 2.0
         args.lead_s = args.lead_s or 1.5
-        args.startup_s = args.startup_s or 15.0
+        args.startup_s = args.startup_s or 10.0
     args.window_s = args.window_s or (10.0 if args.aligned else 6.0)
     args.lead_s = args.lead_s or (4.0 if args.aligned else 2.5)
     args.startup_s = args.startup_s or 45.0

@@ -147,5 +147,5 @@ def clock_from_spec(spec: str | None) -> Clock:
                                float(opts["period"]), float(opts["window"]))
     except (KeyError, ValueError) as e:
         raise SetupError(f"TAGUS_SCHEDULER_CLOCK={spec!r}: {e!r}") from None
-    raise SetupError(f"TAGUS_SCHEDULER_CLOCK={spec!r}: expected 'fast,start=…,speed=…' or "
-                     f"'window,t0=…,start=…,period=…,window=…' (or unset for the real clock)")
+    raise SetupError(f"TAGUS_SCHEDULER_CLOCK={spec!r}: expected 'fast,start=…,speed=…' "
+                     f"or 'window,t0=…,start=…,period=…,window=…' (unset: the real clock)")

@@ -10,8 +10,8 @@ schedules there are.
 A slot is claimed ``claim_ahead_s`` before it is due (KV create-if-absent of
 ``<tenant>.<schedule>.<slot>``: one replica wins), its ``task.requested`` published at
 the slot by the winner (event id derived from tenant, schedule and slot, so a repeat
-within the stream's duplicate window is dropped), then the schedule's cursor moves past
-it.  Crash windows:
+within the stream's duplicate window is dropped; the requests of one instant go out
+back to back, pipelined), then the schedule's cursor moves past it.  Crash windows:
 
 - after the claim, before the publish: nobody moves the cursor; once the claim is older
   than ``lease_s`` another replica (or the restarted one) takes it over and publishes;
@@ -19,12 +19,14 @@ it.  Crash windows:
   TASKS stream (from the time of the stale claim) and publishes only if it is absent,
   so this holds after any downtime, not only within the duplicate window;
 - a replica paused past its lease: it publishes only while its claim is younger than
-  the lease minus the publish timeout, so a taker never races a live owner.  (A replica
-  frozen between that check and the publish itself, for longer than the duplicate
-  window, could still duplicate; nothing short of fencing in the stream prevents that.)
+  the lease minus the publish timeout, so a taker never races a live owner; a publish
+  still in flight when its owner gave up lands within seconds of the taker's, inside
+  the duplicate window.  (A replica frozen between that check and the publish itself
+  for longer than the duplicate window could still duplicate; nothing short of fencing
+  in the stream prevents that.)
 
 After downtime each schedule's ``catch_up`` picks among the slots missed since its
-cursor (``slots.due_slots``); a schedule seen for the first time starts from then.
+cursor (``slots.choose``); a schedule seen for the first time starts from then.
 A suspended tenant, or a disabled schedule, gets nothing; when it becomes active again
 (or its cron or the tenant's time zone changes) it starts from that moment.
 """
@@ -60,7 +62,7 @@ from contracts.registry import decode, encode
 from contracts.tasks import TaskRequested
 from producers.scheduler import claims
 from producers.scheduler.clock import CallableClock, Clock, SystemClock
-from producers.scheduler.slots import next_slot, slots_between
+from producers.scheduler.slots import choose, next_slot, slots_between
 
 log = structlog.get_logger("tagus.scheduler")
 
@@ -165,6 +167,26 @@ class _Tick:
                 late_max_s=round(self.late_max_s, 3), cpu_ms=round(cpu * 1000, 1))
 
 
+class _Outgoing:
+    """One request waiting for its instant; ``outcome`` settles when it was sent."""
+
+    __slots__ = ("schedule", "slot", "task_id", "claimed", "tick", "outcome")
+
+    def __init__(self, schedule: _Schedule, slot: datetime, task_id: str, claimed: float,
+                 tick: _Tick) -> None:
+        self.schedule, self.slot, self.task_id = schedule, slot, task_id
+        self.claimed, self.tick = claimed, tick  # monotonic time of the claim
+        self.outcome: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def resolve(self, value: tuple[str, float | None]) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.outcome.done():
+            self.outcome.set_exception(error)
+
+
 class Scheduler:
     """``await Scheduler(js).run(stop)`` until ``stop`` is set.
 
@@ -198,6 +220,8 @@ class Scheduler:
         self._stop, self._stopped_at = stop, None
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(self.opts.concurrency)
+        self._alarms: dict[datetime, asyncio.Event] = {}
+        self._batches: dict[datetime, list[_Outgoing]] = {}
         self._publishing = 0  # requests being published: cursor moves wait for them
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -341,7 +365,8 @@ class Scheduler:
         entry = s.entry
         first = next_slot(entry.cron, s.zone, through)  # cached: shared by many schedules
         due = slots_between(entry.cron, s.zone, through, now) if first <= now else []
-        plan = self._choose(entry.catch_up, due, now)
+        plan = choose(entry.catch_up, due, now, late_after_s=self.opts.late_after_s,
+                      horizon=timedelta(seconds=self.opts.horizon_s))
         upcoming = next_slot(entry.cron, s.zone, due[-1]) if due else first
         if self.clock.seconds_until(upcoming) <= self.opts.claim_ahead_s:
             plan.append(upcoming)
@@ -361,19 +386,10 @@ class Scheduler:
         planned = set(plan)
         self.stats.skipped += sum(1 for x in due if x not in planned and (cap is None or x < cap))
         if handled and max(handled) > (self.cursors.through(s.key) or through):
-            await self._quiet.wait()  # the requests of this instant go first
+            with contextlib.suppress(TimeoutError):  # the requests of the instant go first
+                await asyncio.wait_for(self._quiet.wait(), 2.0)
             await self._advance(s, max(handled))
         return retry_at
-
-    def _choose(self, policy: str, due: list[datetime], now: datetime) -> list[datetime]:
-        if not due:
-            return []
-        if policy == "all":
-            oldest = now - timedelta(seconds=self.opts.horizon_s)
-            return [x for x in due if x >= oldest]
-        if policy == "none":
-            return [x for x in due if (now - x).total_seconds() <= self.opts.late_after_s]
-        return due[-1:]  # latest
 
     async def _advance(self, s: _Schedule, through: datetime) -> None:
         async with self._sem:
@@ -416,20 +432,11 @@ class Scheduler:
             self.stats.taken_over += 1
             log.info("stale claim taken over", schedule=s.key, slot=slot.isoformat(),
                      from_replica=theirs.by, age_s=round(time.time() - theirs.claimed_at, 1))
-        claimed = time.monotonic()
-        if not await self._until(slot) or self._schedules.get(s.key) is not s:
-            return "abandoned", None  # stopping, or the schedule went away: lease decides
-        timeout_s = self._publish_timeout_s()
-        if time.monotonic() - claimed > self.opts.lease_s - timeout_s:
-            return "held", time.time()  # our lease is nearly spent: decide via takeover
-        tenant = self._tenants.get(s.tenant, _Tenant())
-        now = self.clock.now()
-        event = TaskRequested(
-            event_id=task_id, tenant=s.tenant, occurred_at=slot, recorded_at=now,
-            correlation_id=task_id, kind=entry.task, params=dict(entry.params), slot=slot,
-            schedule=entry.name, requested_by="scheduler",
-            config_versions=dict(tenant.versions), time_limit_s=entry.time_limit_s)
-        if stale_since is not None:
+        item = _Outgoing(s, slot, task_id, time.monotonic(), tick)
+        if stale_since is not None:  # recovering a stale claim: alone, after a look
+            if not await self._until(slot) or self._schedules.get(s.key) is not s:
+                return "abandoned", None
+            event = self._event(item)
             async with self._sem:
                 found = await claims.already_published(
                     self.js, _TASKS, subject_for(event), task_id, stale_since)
@@ -438,22 +445,85 @@ class Scheduler:
                 log.info("stale claim was requested already", schedule=s.key,
                          slot=slot.isoformat(), task_id=task_id)
                 return "already", None
+            await self._send([item])
+        else:
+            self._outbox(slot).append(item)
+        return await item.outcome
+
+    def _outbox(self, slot: datetime) -> list[_Outgoing]:
+        """The requests of one instant, sent together at it by one coroutine."""
+        batch = self._batches.get(slot)
+        if batch is None:
+            batch = self._batches[slot] = []
+            task = asyncio.create_task(self._send_at(slot))
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+        return batch
+
+    async def _send_at(self, slot: datetime) -> None:
+        on_time = await self._until(slot)
+        batch = self._batches.pop(slot, [])
+        if not on_time:  # stopping took too long: the leases decide
+            for item in batch:
+                item.resolve(("abandoned", None))
+            return
+        await self._send(batch)
+
+    def _event(self, item: _Outgoing) -> TaskRequested:
+        s, entry = item.schedule, item.schedule.entry
+        tenant = self._tenants.get(s.tenant, _Tenant())
+        return TaskRequested(
+            event_id=item.task_id, tenant=s.tenant, occurred_at=item.slot,
+            recorded_at=self.clock.now(), correlation_id=item.task_id, kind=entry.task,
+            params=dict(entry.params), slot=item.slot, schedule=entry.name,
+            requested_by="scheduler", config_versions=dict(tenant.versions),
+            time_limit_s=entry.time_limit_s)
+
+    async def _send(self, batch: list[_Outgoing]) -> None:
+        """Publish ``batch`` back to back (pipelined: no request per message, a third of
+        the client CPU of ``bus.publish``, same headers), then settle each item."""
+        timeout_s = self._publish_timeout_s()
         self._publishing += 1
         self._quiet.clear()
+        sent: dict[asyncio.Future, tuple[_Outgoing, TaskRequested]] = {}
         try:
-            # pipelined (no request per message): a third of the client CPU of a publish;
-            # same headers as bus.publish (Nats-Msg-Id = task id, type, trace context)
-            ack = await self.js.publish_async(subject_for(event), encode(event),
-                                              headers=headers_for(event))
-            await asyncio.wait_for(ack, timeout_s)
+            for i, item in enumerate(batch):
+                if i % 64 == 63:
+                    await asyncio.sleep(0)  # let the socket writer and the acks run
+                if self._schedules.get(item.schedule.key) is not item.schedule:
+                    item.resolve(("abandoned", None))  # the schedule went away
+                    continue
+                if time.monotonic() - item.claimed > self.opts.lease_s - timeout_s:
+                    item.resolve(("held", time.time()))  # lease nearly spent: takeover path
+                    continue
+                event = self._event(item)
+                try:
+                    ack = await self.js.publish_async(subject_for(event), encode(event),
+                                                      headers=headers_for(event))
+                except (nats.errors.Error, OSError) as e:
+                    item.fail(e)
+                    continue
+                sent[ack] = (item, event)
+            if sent:
+                await asyncio.wait(sent, timeout=timeout_s)
+            for ack, (item, event) in sent.items():
+                if not ack.done():
+                    ack.cancel()
+                    item.fail(TimeoutError(f"no ack for {event.event_id} in {timeout_s} s"))
+                elif ack.exception() is not None:
+                    item.fail(ack.exception())
+                else:
+                    self.stats.requested += 1
+                    item.tick.requested += 1
+                    late = (event.recorded_at - item.slot).total_seconds()
+                    item.tick.late_max_s = max(item.tick.late_max_s, late)
+                    item.resolve(("requested", None))
         finally:
+            for item in batch:
+                item.fail(RuntimeError("not sent"))  # no-op for the settled ones
             self._publishing -= 1
             if self._publishing == 0:
                 self._quiet.set()
-        self.stats.requested += 1
-        tick.requested += 1
-        tick.late_max_s = max(tick.late_max_s, (now - slot).total_seconds())
-        return "requested", None
 
     def _publish_timeout_s(self) -> float:
         """A publish must end within the claim's lease: at most half of it."""
@@ -465,8 +535,24 @@ class Scheduler:
             if self._stopped_at is not None and (
                     time.monotonic() - self._stopped_at > self.opts.claim_ahead_s + 1):
                 return False
-            await asyncio.sleep(min(wait, self.opts.max_sleep_s))
+            if wait > self.opts.max_sleep_s:
+                await asyncio.sleep(self.opts.max_sleep_s)
+                continue
+            with contextlib.suppress(TimeoutError):  # a clock set forward meanwhile
+                await asyncio.wait_for(self._alarm(t).wait(), wait + self.opts.max_sleep_s)
         return True
+
+    def _alarm(self, t: datetime) -> asyncio.Event:
+        """One timer per instant: the requests of a slot wake together (one loop pass)."""
+        alarm = self._alarms.get(t)
+        if alarm is None:
+            alarm = self._alarms[t] = asyncio.Event()
+
+            def ring() -> None:
+                self._alarms.pop(t, None)
+                alarm.set()
+            asyncio.get_running_loop().call_later(self.clock.seconds_until(t), ring)
+        return alarm
 
     # ------------------------------------------------------------ views
 

@@ -122,17 +122,20 @@ def due_slots(cron: str, zone: str, policy: CatchUp, through: datetime | None,
               now: datetime, *, late_after_s: float = 60.0,
               horizon: timedelta | None = None) -> list[datetime]:
     """The slots to request now, for a schedule handled through ``through`` (every slot
-    at or before it was requested or deliberately skipped).
-
-    ``through`` None: a brand-new schedule, which does not catch up on the past (nothing).
-    Of the due slots, ``(through, now]``: ``all`` requests every one (those older than
-    ``horizon`` excepted, when given); ``latest`` the most recent only; ``none`` only
-    those that are not late (at most ``late_after_s`` old: the slot of the moment, not
-    one missed during downtime).
-    """
+    at or before it was requested or deliberately skipped); None: a brand-new schedule,
+    which does not catch up on the past (nothing).  See ``choose``."""
     if through is None:
         return []
-    due = slots_between(cron, zone, through, now)
+    return choose(policy, slots_between(cron, zone, through, now), now,
+                  late_after_s=late_after_s, horizon=horizon)
+
+
+def choose(policy: CatchUp, due: list[datetime], now: datetime, *,
+           late_after_s: float = 60.0, horizon: timedelta | None = None) -> list[datetime]:
+    """Which of the ``due`` slots (sorted, all at or before ``now``) to request: ``all``
+    every one (those older than ``horizon`` excepted, when given); ``latest`` the most
+    recent only; ``none`` only those that are not late (at most ``late_after_s`` old: the
+    slot of the moment, not one missed during downtime)."""
     if not due:
         return []
     if policy == "all":
