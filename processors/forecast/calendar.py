@@ -80,12 +80,6 @@ def holiday_dates(country: str | None, years: Iterable[int], *, subdiv: str | No
     return frozenset(days)
 
 
-def hourly_grid(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
-    """The UTC hourly instants in [start, end), both floored to the hour."""
-    s, e = _utc(start).floor("h"), _utc(end)
-    return pd.date_range(s, e, freq="h", inclusive="left", unit="ns")
-
-
 def calendar_features(index: pd.DatetimeIndex, tz: str, holidays: Iterable[date]) -> pd.DataFrame:
     """Calendar columns for a UTC index, from local time in ``tz``.
 
@@ -142,13 +136,6 @@ def _bridges(days: np.ndarray, daytype: np.ndarray, hol_days: set) -> np.ndarray
                 ((d + 1) in hol_days and before != DAYTYPE_WORKDAY):
             out[i] = 1
     return out
-
-
-def _utc(t: pd.Timestamp) -> pd.Timestamp:
-    t = pd.Timestamp(t)
-    if t.tzinfo is None:
-        raise ValueError(f"expected a zone-aware instant, found naive {t}")
-    return t.tz_convert("UTC")
 
 
 def _utc_index(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
