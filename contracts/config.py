@@ -402,7 +402,7 @@ class ScheduleEntry(_Doc):
     """
 
     name: str = Field(pattern=_NAME)
-    task: str = Field(min_length=1, max_length=64)
+    task: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
     cron: str
     params: dict[str, Any] = {}
     catch_up: Literal["latest", "all", "none"] = "latest"
@@ -444,7 +444,7 @@ class ChainRule(_Doc):
     name: str = Field(pattern=_NAME)
     on: str = Field(pattern=r"^[a-z_]+\.[a-z_.]+$")
     where: dict[str, Any] = {}
-    request: str = Field(min_length=1, max_length=64)
+    request: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
     params: dict[str, Any] = {}
     debounce_s: float = Field(default=0.0, ge=0)
     delay_s: float = Field(default=0.0, ge=0, le=86400)

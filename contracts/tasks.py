@@ -38,6 +38,11 @@ TASK_PRODUCES: dict[str, tuple[str, ...]] = {
 }
 
 
+# the configuration kinds a task request pins (the worker loads exactly those versions)
+PINNED_KINDS = ("tenant", "network", "assets", "tariff", "rules")
+KIND_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"  # e.g. forecast.run: subject-safe
+
+
 def kind_token(kind: str) -> str:
     """The subject token of a kind's requests: ``forecast.run`` -> ``req-forecast-run``."""
     return "req-" + kind.replace(".", "-")

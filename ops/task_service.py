@@ -15,9 +15,8 @@ from bus.publish import publish
 from bus.tasks import FINISHED, TaskStates, request_cancel
 from contracts.base import new_id, utc_now, validate_tenant
 from contracts.errors import NotFoundError, TenantConfigError
-from contracts.tasks import TASK_KINDS, TaskRequested
+from contracts.tasks import PINNED_KINDS, TASK_KINDS, TaskRequested
 
-PINNED_KINDS = ("tenant", "network", "assets", "tariff", "rules")
 
 
 async def request_task(js, tenant: str, kind: str, params: dict[str, Any] | None = None, *,

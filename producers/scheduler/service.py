@@ -59,7 +59,7 @@ from contracts.base import derive_id
 from contracts.config import ScheduleEntry, parse_document
 from contracts.errors import SetupError, TenantConfigError
 from contracts.registry import decode, encode
-from contracts.tasks import TaskRequested
+from contracts.tasks import PINNED_KINDS, TaskRequested
 from producers.scheduler import claims
 from producers.scheduler.clock import CallableClock, Clock, SystemClock
 from producers.scheduler.slots import choose, next_slot, slots_between
@@ -70,8 +70,8 @@ _KIND_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")  # becomes a subje
 _CLOCK_SKEW_S = 60.0  # tolerated between this host and the NATS server, for stream reads
 _TASKS = stream_name("task")
 # configuration kinds whose versions a request pins (as on-demand requests do,
-# ops/task_service.PINNED_KINDS); schedules are read for themselves
-_PINNED = ("tenant", "network", "assets", "tariff", "rules")
+# contracts.tasks.PINNED_KINDS); schedules are read for themselves
+_PINNED = PINNED_KINDS
 
 
 def task_id_for(tenant: str, schedule: str, slot: datetime) -> str:
