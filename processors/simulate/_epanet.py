@@ -71,6 +71,7 @@ def _load() -> ctypes.CDLL:
                 "EN_gettimeparam": [P, I, pL], "EN_settimeparam": [P, I, L],
                 "EN_getoption": [P, I, pD], "EN_setoption": [P, I, D],
                 "EN_getcontrol": [P, I, pI, pI, pD, pI, pD], "EN_deletecontrol": [P, I],
+                "EN_setcontrol": [P, I, I, I, D, I, D],
                 "EN_getrule": [P, I, pI, pI, pI, pD], "EN_deleterule": [P, I],
                 "EN_getthenaction": [P, I, I, pI, pI, pD],
                 "EN_getelseaction": [P, I, I, pI, pI, pD],
@@ -214,13 +215,23 @@ class EpanetProject:
         self._check(self._lib.EN_setbasedemand(self._ph, node, category, float(value)), "setdem")
 
     # -- controls and rules ------------------------------------------------------------
-    def control_link(self, index: int) -> int:
+    def control(self, index: int) -> tuple[int, int, float, int, float]:
+        """(type, link index, setting, node index, level) of simple control ``index``;
+        type 0/1 = node below/above level, 2 = after a time, 3 = at a clock time."""
         t, ln, nd = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
         s, lv = ctypes.c_double(), ctypes.c_double()
         self._check(self._lib.EN_getcontrol(self._ph, index, ctypes.byref(t), ctypes.byref(ln),
                                             ctypes.byref(s), ctypes.byref(nd), ctypes.byref(lv)),
                     "getcontrol")
-        return ln.value
+        return t.value, ln.value, s.value, nd.value, lv.value
+
+    def set_control(self, index: int, kind: int, link: int, setting: float, node: int,
+                    level: float) -> None:
+        self._check(self._lib.EN_setcontrol(self._ph, index, kind, link, float(setting), node,
+                                            float(level)), "setcontrol")
+
+    def control_link(self, index: int) -> int:
+        return self.control(index)[1]
 
     def delete_control(self, index: int) -> None:
         self._check(self._lib.EN_deletecontrol(self._ph, index), "deletecontrol")

@@ -10,7 +10,9 @@
 - ``PeriodPrices``: one price per kWh per schedule period.
 - ``LinearPowerModel``: the Bonvin/Tasseff benchmark rule, cost = sum over periods and
   pumps of z * (fixed_kw + per_flow_kw * q) * price_per_mwh / 1000 * period_h, with q
-  the period's mean pump flow (m3/s) and z = 1 when the pump carried flow.
+  the pump flow (m3/s) EPANET solves at the period's start (the benchmark's per-period
+  snapshot; a report step equal to the period shows the same) and z = 1 when it is
+  positive.
 
 ``cost_by_period`` returns a (periods, pumps) array in the tariff's currency.
 """
@@ -119,7 +121,7 @@ def _tou_mean(tou: TimeOfUse, clock_s: float, dt_s: float) -> float:
 
 
 def _linear(tariff: LinearPowerModel, result: SimulationResult) -> np.ndarray:
-    q = result.period_mean_flow_m3s()
+    q = result.period_start_flow_m3s()
     z = q > RUNNING_FLOW_M3S
     fixed = np.array([tariff.fixed_kw.get(p, 0.0) for p in result.pump_ids])
     slope = np.array([tariff.per_flow_kw_s_per_m3.get(p, 0.0) for p in result.pump_ids])

@@ -33,6 +33,17 @@ _WARNINGS = {1: "system hydraulically unbalanced", 2: "system may be hydraulical
              5: "valves cannot deliver enough flow", 6: "negative pressures"}
 
 
+@dataclass(frozen=True)
+class LevelControl:
+    """A simple control: set the link open (``opens``) or closed when tank ``tank``
+    (position in the network's tanks) is above (``above``) or below ``level_m``."""
+
+    tank: int
+    above: bool
+    level_m: float
+    opens: bool
+
+
 @dataclass
 class SimulationResult:
     """Every hydraulic step of a run.  Row k of each array is the state solved at
@@ -88,6 +99,12 @@ class SimulationResult:
     def period_mean_flow_m3s(self) -> np.ndarray:
         return self.period_sum(self.pump_flow_m3s) / self.period_s
 
+    def period_start_flow_m3s(self) -> np.ndarray:
+        """(periods, pumps) flows solved at each period's first step, m3/s."""
+        rel = self.times_s - self.start_s
+        rows = [int(np.searchsorted(rel, p * self.period_s)) for p in range(self.periods)]
+        return self.pump_flow_m3s[rows]
+
     def period_running(self, min_flow_m3s: float = 1e-6) -> np.ndarray:
         """(periods, pumps) True where the pump carried flow in the period."""
         return self.period_mean_flow_m3s() > min_flow_m3s
@@ -109,6 +126,7 @@ class Twin:
         self.scheduled = tuple(scheduled)
         self.out_of_service = tuple(out_of_service)
         self.removed_rules: list[str] = []
+        self.lean = False  # True: record levels, pump flows and power only (faster)
         p = self._p = en.EpanetProject(network.inp_text)
         try:
             self._setup(zones or {}, pressure_groups or {})
@@ -145,6 +163,7 @@ class Twin:
                       - set(self.scheduled) - set(self.out_of_service))
         self.controlled = tuple(kept)
         self._ctl = [(p.link_index(l), l in pos) for l in kept]
+        self.level_controls = self._level_controls()
         self._t0 = {k: p.time(k) for k in (en.PATTERNSTART, en.STARTTIME, en.HYDSTEP,
                                             en.REPORTSTEP)}
         self._dmult0 = p.option(en.DEMANDMULT)
@@ -156,6 +175,43 @@ class Twin:
         groups = dict(pressure_groups)
         self._pgroups = {g: [(junction_idx[j], p.node(junction_idx[j], en.ELEVATION))
                              for j in members] for g, members in groups.items()}
+
+    def _level_controls(self) -> dict[str, tuple[LevelControl, ...]]:
+        """Controlled links whose every control is a tank-level control on open/closed
+        status: link id -> its controls.  (Links with time controls or rules are absent.)"""
+        p, L = self._p, self._len
+        tank_pos = {idx: k for k, idx in enumerate(self._tank_idx)}
+        link_pos = {idx: j for j, (idx, _) in enumerate(self._ctl)}
+        found: dict[int, list[LevelControl]] = {}
+        raw: dict[int, list[tuple]] = {}
+        bad: set[int] = set()
+        for i in range(1, p.count(en.CONTROLCOUNT) + 1):
+            kind, link, setting, node, level = p.control(i)
+            if link not in link_pos:
+                continue
+            j = link_pos[link]
+            if kind in (0, 1) and node in tank_pos and setting in (0.0, 1.0):
+                found.setdefault(j, []).append(LevelControl(
+                    tank_pos[node], kind == 1, level * L, setting > 0))
+                raw.setdefault(j, []).append((i, kind, link, setting, node, level))
+            else:
+                bad.add(j)
+        for r in range(1, p.count(en.RULECOUNT) + 1):
+            bad.update(link_pos[x] for x in p.rule_links(r) if x in link_pos)
+        self._held_controls = [c for j, cs in sorted(raw.items()) if j not in bad for c in cs]
+        self._holding = False
+        return {self.controlled[j]: tuple(c) for j, c in sorted(found.items()) if j not in bad}
+
+    def _hold(self, hold: bool) -> None:
+        """Suspend (or restore) the level controls of ``level_controls`` links, so a
+        window keeps those links in the state it starts them in."""
+        if hold == self._holding:
+            return
+        for i, kind, link, setting, node, level in self._held_controls:
+            lo, hi = self._tank_lim[self._tank_idx.index(node)]
+            off = hi if kind == 1 else lo  # a tank is never above its maximum nor below its minimum
+            self._p.set_control(i, kind, link, setting, node, off if hold else level)
+        self._holding = hold
 
     def close(self) -> None:
         self._p.close()
@@ -183,12 +239,18 @@ class Twin:
 
     def run_window(self, start_s: int, duration_s: int, levels_m: Sequence[float],
                    speeds: np.ndarray | None, *, link_states: np.ndarray | None = None,
-                   demand_multipliers: Mapping[str, float] | None = None) -> SimulationResult:
+                   demand_multipliers: Mapping[str, float] | None = None,
+                   hold_links: bool = False) -> SimulationResult:
         """Simulate ``duration_s`` from ``start_s`` with tank levels ``levels_m`` and the
-        scheduled pumps held at ``speeds``; controlled links start at ``link_states``."""
+        scheduled pumps held at ``speeds``; controlled links start at ``link_states``
+        and, with ``hold_links``, the level-controlled ones stay there."""
         mult = {z: np.array([v]) for z, v in (demand_multipliers or {}).items()}
-        return self._run(start_s, duration_s, duration_s, levels_m, lambda k: speeds,
-                         link_states, mult, False)
+        self._hold(hold_links)
+        try:
+            return self._run(start_s, duration_s, duration_s, levels_m, lambda k: speeds,
+                             link_states, mult, False)
+        finally:
+            self._hold(False)
 
     # -- the loop ----------------------------------------------------------------------
     def _run(self, start_s, duration_s, period_s, levels_m, speeds_at, link_states,
@@ -216,20 +278,22 @@ class Twin:
         period = -1
         t = 0
         while True:
-            if t < duration_s and t // period_s != period:
+            boundary = t < duration_s and t // period_s != period
+            if boundary:
                 period = t // period_s
                 self._apply_period(speeds_at(period), multipliers, period)
-                if record_link_states:
-                    states.append(self._link_states())
             t = p.run_step()
+            if boundary and record_link_states:
+                states.append(self._link_states())
             times.append(t)
             rows_t.append([(p.node(i, en.HEAD) - e) * L
                            for i, e in zip(self._tank_idx, self._tank_elev)])
             rows_q.append([p.link(i, en.FLOW) * Q for i in self._pump_idx])
             rows_w.append([p.link(i, en.ENERGY) for i in self._pump_idx])
-            rows_s.append([p.link(i, en.SETTING) for i in self._pump_idx])
-            rows_st.append([p.link(i, en.PUMP_STATE) for i in self._pump_idx])
-            rows_h.append([-p.link(i, en.HEADLOSS) * L for i in self._pump_idx])
+            if not self.lean:
+                rows_s.append([p.link(i, en.SETTING) for i in self._pump_idx])
+                rows_st.append([p.link(i, en.PUMP_STATE) for i in self._pump_idx])
+                rows_h.append([-p.link(i, en.HEADLOSS) * L for i in self._pump_idx])
             for g, members in self._pgroups.items():
                 pmin[g].append(min(((p.node(i, en.HEAD) - e) * L for i, e in members),
                                    default=math.nan))
@@ -246,9 +310,10 @@ class Twin:
             tank_level_m=np.array(rows_t).reshape(-1, n_t),
             pump_flow_m3s=np.array(rows_q).reshape(-1, n_p),
             pump_power_kw=np.array(rows_w).reshape(-1, n_p),
-            pump_speed=np.array(rows_s).reshape(-1, n_p),
-            pump_state=np.array(rows_st, dtype=int).reshape(-1, n_p),
-            pump_head_m=np.array(rows_h).reshape(-1, n_p),
+            pump_speed=_or_nan(rows_s, len(times), n_p),
+            pump_state=np.array(rows_st, dtype=int).reshape(-1, n_p) if rows_st
+            else np.full((len(times), n_p), -1),
+            pump_head_m=_or_nan(rows_h, len(times), n_p),
             min_pressure_m={g: np.array(v) for g, v in pmin.items()},
             link_states=np.array(states) if record_link_states else None,
             warnings=tuple(_WARNINGS.get(c, f"EPANET warning {c}") for c in sorted(p.warnings)),
@@ -277,6 +342,10 @@ class Twin:
         p = self._p
         for (i, is_pump), v in zip(self._ctl, states):
             p.set_link(i, en.SETTING if is_pump else en.STATUS, float(v))
+
+
+def _or_nan(rows, n: int, cols: int) -> np.ndarray:
+    return np.array(rows).reshape(-1, cols) if rows else np.full((n, cols), np.nan)
 
 
 def simulate(network: Network, scenario: Scenario | None = None, *,
