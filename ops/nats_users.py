@@ -13,6 +13,22 @@ Every user lives in ``<data_dir>/nats/auth.conf``, which ``nats.conf`` includes:
   API at all: a publish still gets JetStream's ack, because the ack is a reply to the
   publisher's inbox, which needs no ``$JS.API`` permission.
 
+**MQTT** (``TAGUS_NATS_MQTT_PORT``: nats-server's own MQTT listener, ``ops/dev/stack.py``).
+A tenant user may connect as ``STANDARD`` (NATS) or ``MQTT`` client, never WebSocket or
+leafnode; the subject permissions are the same either way, so over MQTT it subscribes to
+``tagus/schedule/<id>/released`` (and its alerts) and a subscription to another tenant's
+topic is refused (SUBACK failure).  It gets none of the ``$MQTT.>`` subjects: nats-server's
+docs of older versions ask for subscribe ``$MQTT.sub.>`` for QoS 1 subscriptions, but 2.15
+delivers QoS 1 (persistent sessions included) without it, and the permission would let the
+same user's *NATS* connection subscribe to ``$MQTT.sub.>`` and read every MQTT session's
+QoS 1 deliveries, other tenants' included (both checked against nats-server 2.15.1).
+Schedules reach MQTT subscribers at QoS 0: they are published on NATS, and a NATS message
+carries no QoS (an MQTT client that was offline misses them; it reads the schedule in
+force from OPC UA, or waits for the next release).  MQTT client ids are per account:
+tenants should use ids starting with their tenant id (``<id>-scada``), since a second
+client with the same id replaces the first (no data crosses: the server re-checks the
+newcomer's permissions when it takes over a session).
+
 Passwords are 32 random bytes, shown once; the configuration and ``tenant-users.json``
 hold only bcrypt hashes (all three files mode 0600, the directory 0700).  Each change
 rewrites ``auth.conf`` and reloads the running server with SIGHUP, confirmed by the
@@ -52,6 +68,8 @@ AUTH_CONF = "auth.conf"  # beside nats.conf, which includes it
 _SERVICE_BCRYPT_COST = 6
 _TENANT_BCRYPT_COST = 10
 _RELOAD_TIMEOUT_S = 10.0
+# NATS clients and MQTT clients (the listener exists only with TAGUS_NATS_MQTT_PORT)
+TENANT_CONNECTION_TYPES = ("STANDARD", "MQTT")
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,7 @@ class TenantCredentials:
     issued_at: str
     outcome: str
     server: str  # what the running nats-server did about it, for the operator
+    mqtt_url: str | None = None  # nats-server's MQTT listener, when it has one
 
 
 def tenant_user(tenant: str) -> str:
@@ -277,7 +296,7 @@ def _auth_conf(service: dict, tenants: dict[str, dict]) -> str:
         entry = tenants[tenant]
         lines += [
             f"    {{user: {q(entry['user'])}, password: {q(entry['password_bcrypt'])},",
-            '      allowed_connection_types: ["STANDARD"],',
+            f"      allowed_connection_types: {q(list(TENANT_CONNECTION_TYPES))},",
             f"      permissions: {{publish: {{allow: {q(list(publish))}}},",
             f"                    subscribe: {{allow: {q(list(subscribe))}}}}}}}",
         ]
@@ -324,7 +343,9 @@ def _credentials(settings: Settings, tenant: str, entry: dict, password: str | N
         tenant=tenant, user=entry["user"], password=password,
         servers=tuple(settings.nats_servers), inbox_prefix=inbox_prefix(tenant),
         publish=publish, subscribe=subscribe, issued_at=entry["issued_at"],
-        outcome=outcome, server=server)
+        outcome=outcome, server=server,
+        mqtt_url=(f"mqtt://{settings.nats_host}:{settings.nats_mqtt_port}"
+                  if settings.nats_mqtt_port is not None else None))
 
 
 def example(creds: TenantCredentials) -> str:
@@ -381,6 +402,9 @@ def format_credentials(creds: TenantCredentials) -> str:
         ("user", creds.user),
         ("password", password),
         ("inbox prefix", f"{creds.inbox_prefix}   (set it in the client: replies arrive there)"),
+        *([("mqtt", f"{creds.mqtt_url}   (same user and password; topic "
+                    f"tagus/schedule/{creds.tenant}/released, client id {creds.tenant}-...)")]
+          if creds.mqtt_url else []),
         ("may publish", ", ".join(creds.publish)),
         ("may subscribe", ", ".join(creds.subscribe)),
         ("denied", "everything else, the JetStream API ($JS.API.>) included; a publish\n"

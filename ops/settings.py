@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         description="fsync every JetStream write (sync_interval: always); "
         "without it an acknowledged write can be lost on power failure",
     )
+    nats_mqtt_port: int | None = Field(
+        None, description="open nats-server's MQTT listener on this port (tenant users may "
+        "then subscribe to their schedules over MQTT); unset = no MQTT"
+    )
     # Credentials of Tagus' own processes.  Unset with the embedded stack: they come from
     # the service user `tagus stack up` generated (<data_dir>/nats/service-user.json).
     nats_user: str | None = None
@@ -82,6 +86,15 @@ class Settings(BaseSettings):
     intake_http_port: int = 8601
     drop_dir: Path | None = Field(None, description="SFTP landing folder (<data_dir>/drop)")
     pollers_file: Path | None = Field(None, description="YAML list of API pollers")
+
+    # OPC UA (tagus serve opcua): released schedules for SCADA, acknowledgements back.
+    opcua_host: str = "127.0.0.1"
+    opcua_port: int = 4840
+    opcua_certificate: Path | None = Field(
+        None, description="server certificate (DER or PEM); with opcua_private_key the "
+        "endpoint is Basic256Sha256 SignAndEncrypt only, without them it is unencrypted"
+    )
+    opcua_private_key: Path | None = None
 
     # Telemetry
     log_level: str = "INFO"

@@ -30,6 +30,7 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         "TAGUS_DATA_DIR": str(data_dir),
         "TAGUS_NATS_PORT": str(free_port()),
         "TAGUS_NATS_MONITOR_PORT": str(free_port()),
+        "TAGUS_NATS_MQTT_PORT": str(free_port()),  # MQTT delivery tests; costs no startup time
         "TAGUS_QUESTDB_HTTP_PORT": str(free_port()),
         "TAGUS_QUESTDB_PG_PORT": str(free_port()),
         "TAGUS_QUESTDB_ILP_PORT": str(free_port()),

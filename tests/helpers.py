@@ -26,10 +26,13 @@ def reported(i: int, *, tenant: str = "acme", n: int = 3, unit: str = "l/s") -> 
 
 
 async def reset_jetstream(nc: Client) -> None:
-    """Delete every stream (and with them consumers, KV and object buckets)."""
+    """Delete every stream (and with them consumers, KV and object buckets), except
+    nats-server's own MQTT streams (``$MQTT_*``): without them its MQTT listener stops
+    answering until the server restarts."""
     js = nc.jetstream()
     for name in await js.streams_info():
-        await js.delete_stream(name.config.name)
+        if not name.config.name.startswith("$MQTT_"):
+            await js.delete_stream(name.config.name)
 
 
 async def stream_messages(nc: Client, stream: str, subject: str | None = None):

@@ -253,9 +253,21 @@ def _nats_conf(settings: Settings) -> str:
         f"http: {settings.nats_host}:{settings.nats_monitor_port}\n"
         "max_payload: 8MB\n"
         f"jetstream {{\n  store_dir: \"{store}\"{sync}\n}}\n"
+        f"{_mqtt_block(settings)}"
         "# users (the tagus service user, one per tenant): ops/nats_users.py\n"
         f"include ./{nats_users.AUTH_CONF}\n"
     )
+
+
+def _mqtt_block(settings: Settings) -> str:
+    """nats-server's own MQTT listener (``TAGUS_NATS_MQTT_PORT``; none when unset).  It
+    keeps MQTT sessions, QoS 1/2 messages and retained messages in JetStream streams of
+    its own (``$MQTT_*``); an MQTT topic ``a/b`` is the NATS subject ``a.b``, so a tenant's
+    MQTT client subscribes to ``tagus/schedule/<tenant>/released``.  Who may connect over
+    MQTT and to what: ``ops.nats_users`` (tenant users, the same permissions as on NATS)."""
+    if settings.nats_mqtt_port is None:
+        return ""
+    return f"mqtt {{\n  listen: {settings.nats_host}:{settings.nats_mqtt_port}\n}}\n"
 
 
 def _write_nats_conf(settings: Settings) -> bool:
@@ -296,6 +308,8 @@ def nats_up(settings: Settings) -> str:
 def nats_status(settings: Settings) -> ServerStatus:
     pid = _read_pid(_paths(settings, "nats")[0]) if settings.embedded_nats else None
     endpoints = {"client": ",".join(settings.nats_servers)}
+    if settings.embedded_nats and settings.nats_mqtt_port is not None:
+        endpoints["mqtt"] = f"mqtt://{settings.nats_host}:{settings.nats_mqtt_port}"
     if settings.embedded_nats:
         endpoints["monitor"] = f"http://{settings.nats_host}:{settings.nats_monitor_port}"
         raw = _http_get(f"{endpoints['monitor']}/varz")
