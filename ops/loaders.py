@@ -15,6 +15,7 @@ from bus.resources import Loaders
 from bus.storage import get_mapping
 from contracts.base import Event
 from contracts.errors import ContractError
+from ops.schedule_loader import ReleasedSchedules
 
 SPOOL_MAX_BYTES = 16 * 1024 * 1024  # larger payloads spill to a temporary file
 
@@ -48,6 +49,7 @@ def loaders(settings=None) -> Loaders:
     config = ConfigLoader()
     out = {"payload": load_payload, "mapping": load_mapping, "config": config}
     out["models"] = TrainedModels()
+    out["schedules"] = ReleasedSchedules()
     if settings is not None:
         out["readings"] = ReadingsForKpis(settings, config)
         out["forecast_inputs"] = ForecastInputs(settings, config)

@@ -21,6 +21,7 @@ from projections.questdb import QuestDB
 def components(settings: Settings) -> dict[str, Component]:
     """Every processor, projection and task worker this deployment runs, by consumer name."""
     from processors.chain import handler as chain
+    from processors.deviation import handler as deviation
     from processors.forecast import tasks as forecast
     from processors.kpi import handler as kpi
 
@@ -29,6 +30,7 @@ def components(settings: Settings) -> dict[str, Component]:
     comps: list[Component] = [
         Processor.from_module(normalise, loaders=load),
         Processor.from_module(reported),
+        Processor.from_module(deviation, loaders=load),
         readings.projection(db),
         weather.projection(db),
         *intake_log.projections(db),
