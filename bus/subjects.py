@@ -36,6 +36,11 @@ def family_subjects(family: str) -> str:
     return f"{ROOT}.{family}.>"
 
 
+def subject(family: str, tenant: str = "*", name: str = "*") -> str:
+    """A subject (or a filter, with ``*``) from its parts."""
+    return f"{ROOT}.{family}.{tenant}.{name}"
+
+
 def tenant_subjects(family: str, tenant: str) -> str:
     return f"{ROOT}.{family}.{validate_tenant(tenant)}.>"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from nats.aio.client import Client
 
-from bus.subjects import tenant_subjects
+from bus.subjects import family_subjects, tenant_subjects
 from contracts.deadletters import MessageDeadLettered
 from contracts.errors import NotFoundError
 from contracts.registry import decode
@@ -20,7 +20,7 @@ async def list_dead_letters(nc: Client, tenant: str | None = None,
                             limit: int = 100) -> list[tuple[int, MessageDeadLettered]]:
     """(DEADLETTER stream sequence, event) of the newest ``limit`` dead letters."""
     js = nc.jetstream()
-    subject = tenant_subjects("deadletter", tenant) if tenant else "tagus.deadletter.>"
+    subject = tenant_subjects("deadletter", tenant) if tenant else family_subjects("deadletter")
     info = await js.stream_info("DEADLETTER")
     if not info.state.messages:
         return []

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
+from bus.subjects import tenant_subjects
 from bus.storage import get_mapping, mapping_key, mapping_version
 from bus.topology import ensure_topology
 from contracts.errors import TenantConfigError
@@ -62,7 +63,7 @@ async def find_outcome(nc: Client, tenant: str, intake_id: str, timeout_s: float
     """The intake.parsed / intake.failed event of ``intake_id`` (waits for it)."""
     js = nc.jetstream()
     deadline = time.monotonic() + timeout_s
-    sub = await js.subscribe(f"tagus.intake.{tenant}.*", ordered_consumer=True)
+    sub = await js.subscribe(tenant_subjects("intake", tenant), ordered_consumer=True)
     try:
         while time.monotonic() < deadline:
             try:

@@ -70,7 +70,7 @@ class ConfigLoader:
     CONFIG stream (a kind's history is short) and cached per process.
     """
 
-    KINDS = ("tenant", "network", "assets", "tariff", "rules", "chains", "pv")
+    KINDS = ("tenant", "network", "assets", "tariff", "rules", "chains", "pv", "alerts")
 
     def __init__(self) -> None:
         self._history: dict[tuple[str, str], list] = {}
@@ -238,10 +238,11 @@ class TrainedModels:
         self._blobs: dict[str, bytes] = {}
 
     async def __call__(self, js: JetStreamContext, event: Event) -> dict:
-        from contracts.forecasts import MODELS_BUCKET
+        from bus.subjects import event_subjects
+        from contracts.forecasts import MODELS_BUCKET, ForecastModelTrained
         from contracts.registry import decode
 
-        subject = f"tagus.forecast.{event.tenant}.model_trained"
+        subject = event_subjects(ForecastModelTrained, event.tenant)
         known = self._events.setdefault(event.tenant, [])
         seq = known[-1][0] + 1 if known else 1
         while True:

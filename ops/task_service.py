@@ -12,6 +12,7 @@ from typing import Any
 
 from bus import config_view
 from bus.publish import publish
+from bus.subjects import stream_name, tenant_subjects
 from bus.tasks import FINISHED, TaskStates, request_cancel
 from contracts.base import new_id, utc_now, validate_tenant
 from contracts.errors import NotFoundError, TenantConfigError
@@ -61,10 +62,10 @@ async def task_events(js, tenant: str, task_id: str) -> list:
     """Every event of one task, in order (read from the TASKS stream)."""
     from contracts.registry import decode
 
-    sub = await js.subscribe(f"tagus.task.{tenant}.>", ordered_consumer=True)
+    sub = await js.subscribe(tenant_subjects("task", tenant), ordered_consumer=True)
     out = []
     try:
-        info = await js.stream_info("TASKS", subjects_filter=f"tagus.task.{tenant}.>")
+        info = await js.stream_info(stream_name("task"), subjects_filter=tenant_subjects("task", tenant))
         total = sum((info.state.subjects or {}).values())
         seen = 0
         while seen < total:
@@ -86,7 +87,7 @@ async def wait(js, tenant: str, task_id: str, *, timeout_s: float, on_progress=N
     from contracts.registry import decode
     from contracts.tasks import TaskProgressed
 
-    sub = await js.subscribe(f"tagus.task.{tenant}.>", ordered_consumer=True)
+    sub = await js.subscribe(tenant_subjects("task", tenant), ordered_consumer=True)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:

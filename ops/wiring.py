@@ -7,7 +7,7 @@ import contextlib
 
 from bus.connect import connect
 from bus.components import Component, Processor, TaskWorker
-from bus.subjects import stream_name
+from bus.subjects import stream_name, subject
 from bus.storage import default_buckets
 from bus.topology import ConsumerSpec, Topology, consumer_for, family_streams
 from contracts.tasks import kind_token
@@ -24,6 +24,9 @@ def components(settings: Settings) -> dict[str, Component]:
     from processors.deviation import handler as deviation
     from processors.forecast import tasks as forecast
     from processors.kpi import handler as kpi
+    from processors.alerts import handler as alerts
+    from projections import alerts as alert_views
+    from ops import notifier
 
     db = questdb(settings)
     load = loaders.loaders(settings)
@@ -47,6 +50,10 @@ def components(settings: Settings) -> dict[str, Component]:
         TaskWorker(name="worker-forecast", handlers=forecast.HANDLERS, needs=forecast.NEEDS,
                    loaders={n: load[n] for n in forecast.NEEDS}, time_limit_s=1800,
                    preload=("processors.forecast.tasks",)),
+        *alerts.components(alert_views.loaders(db, lambda: pg_connection(settings),
+                                               load["config"], alerts.PLANS)),
+        alert_views.projection(db),
+        notifier.component(settings),
     ]
     return {c.name: c for c in comps}
 
@@ -70,7 +77,8 @@ def topology(settings: Settings) -> Topology:
             # share) comes back, and the task runner counts attempts itself
             consumers.append(ConsumerSpec(
                 stream=stream_name("task"), durable=c.name,
-                filter_subjects=tuple(sorted(f"tagus.task.*.{kind_token(k)}" for k in c.kinds)),
+                filter_subjects=tuple(sorted(subject("task", "*", kind_token(k))
+                                             for k in c.kinds)),
                 ack_wait_s=settings.consumer_ack_wait_s, max_deliver=-1,
                 backoff_s=(), description=f"task worker for {', '.join(c.kinds)}"))
         else:
