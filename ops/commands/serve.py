@@ -1,12 +1,13 @@
-"""``tagus serve api|intake``: the long-running services."""
+"""``tagus serve api|intake|opcua``: the long-running services."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="run a service: api (query API) or intake "
-                                     "(push endpoints, drop folder, pollers)")
-    p.add_argument("service", choices=["api", "intake"])
+    p = sub.add_parser("serve", help="run a service: api (query API), intake (push "
+                                     "endpoints, drop folder, pollers) or opcua (released "
+                                     "schedules for SCADA)")
+    p.add_argument("service", choices=["api", "intake", "opcua"])
     p.set_defaults(run=serve, service_logs=True)
 
 
@@ -16,6 +17,10 @@ def serve(settings, args):
 
         serve_api(settings)
         return 0
+    if args.service == "opcua":
+        from ops import opcua_service
+
+        return opcua_service.serve(settings)
     from ops import intake_service
 
     return intake_service.serve(settings)
