@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from projections import queries
+from projections.api import queries
 
 # SI unit -> (display unit, factor from SI)
 DISPLAY = {"m3/s": ("L/s", 1000.0), "m": ("m", 1.0), "degC": ("°C", 1.0),
@@ -58,5 +58,36 @@ def plot(df: pd.DataFrame, title: str, path: Path, *, tz: str = "UTC") -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_forecast(points: list[dict], title: str, path: Path, *, unit: str = "m3/s",
+                  tz: str = "UTC") -> Path:
+    """Forecast vs actual: the P10-P90 band, the median, what was measured.  ``points``:
+    the API's ``/v1/forecasts/{series}`` points (valid_at, p10..p90, actual)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown, factor = DISPLAY.get(unit, (unit, 1.0))
+    t = pd.to_datetime([p["valid_at"] for p in points], utc=True).tz_convert(tz)
+    col = {q: [(p[q] if p[q] is not None else float("nan")) * factor for p in points]
+           for q in ("p10", "p50", "p90")}
+    actual = [(p["actual"] * factor) if p.get("actual") is not None else float("nan")
+              for p in points]
+    fig, ax = plt.subplots(figsize=(11, 4))
+    # colour-blind safe: blue band and median, black measured (not told apart by red/green)
+    ax.fill_between(t, col["p10"], col["p90"], color="#6baed6", alpha=0.35, label="P10-P90")
+    ax.plot(t, col["p50"], color="#08519c", lw=1.6, label="forecast (median)")
+    ax.plot(t, actual, color="black", lw=1.0, ls="--", label="measured")
+    ax.set_ylabel(shown)
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
