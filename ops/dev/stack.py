@@ -270,6 +270,20 @@ def _mqtt_block(settings: Settings) -> str:
     return f"mqtt {{\n  listen: {settings.nats_host}:{settings.nats_mqtt_port}\n}}\n"
 
 
+def _same_mqtt_listener(settings: Settings) -> None:
+    """nats-server cannot open, move or close its MQTT listener on a reload: say so
+    instead of a failed reload (``nats.conf`` already holds the new setting)."""
+    raw = _http_get(f"http://{settings.nats_host}:{settings.nats_monitor_port}/varz")
+    running = (json.loads(raw).get("mqtt") or {}).get("port") or None if raw else None
+    if raw is not None and running != settings.nats_mqtt_port:
+        now = f"on port {running}" if running else "off"
+        wanted = (f"port {settings.nats_mqtt_port}" if settings.nats_mqtt_port
+                  else "no MQTT listener")
+        raise SetupError(f"the running nats-server has MQTT {now} and the settings ask for "
+                         f"{wanted}; nats-server cannot change that on a reload: run "
+                         "`tagus stack down && tagus stack up` (running services reconnect)")
+
+
 def _write_nats_conf(settings: Settings) -> bool:
     """Write ``nats.conf`` and ``auth.conf`` (generating the service user the first time).
     True when either changed."""
@@ -296,6 +310,7 @@ def nats_up(settings: Settings) -> str:
     pid_file, log_file = _paths(settings, "nats")
     changed = _write_nats_conf(settings)
     if _read_pid(pid_file) and _nats_healthy(settings):
+        _same_mqtt_listener(settings)
         running = f"nats: already running (pid {_read_pid(pid_file)})"
         return f"{running}; {nats_users.reload_server(settings)}" if changed else running
     conf = settings.nats_dir.resolve() / "nats.conf"

@@ -154,3 +154,17 @@ async def test_a_tenants_nats_connection_cannot_read_mqtt_deliveries(creds):
     finally:
         await conn.close()
     assert any('permissions violation for subscription to "$mqtt.sub.>"' in e for e in errors)
+
+
+def test_stack_up_says_how_to_change_the_mqtt_listener_of_a_running_server(settings):
+    """nats-server cannot open or close its MQTT listener on a reload: one actionable line."""
+    from contracts.errors import SetupError
+    from ops.dev import stack
+
+    try:
+        with pytest.raises(SetupError, match=r"has MQTT on port \d+ and the settings ask for "
+                                             r"no MQTT listener.*tagus stack down && tagus "
+                                             r"stack up"):
+            stack.nats_up(settings.model_copy(update={"nats_mqtt_port": None}))
+    finally:
+        assert stack.nats_up(settings).startswith("nats: already running")  # nats.conf back
