@@ -192,6 +192,7 @@ class TenantSession(InternalSession):
         return super().republish(params)
 
     def publish(self, acks=None):
+        self._tenant()  # a revoked token's subscriptions stop delivering
         own = self.subscription_service.subscriptions
         acks = [a for a in (acks or []) if getattr(own.get(a.SubscriptionId), "session_id",
                                                    None) == self.session_id]

@@ -147,6 +147,9 @@ async def test_a_tenants_user_sees_and_touches_only_its_own_nodes(nc, site):
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):  # a read-only token
             await (await tenant_node(c, b, "AckVersion")).write_value(
                 ua.Variant(1, ua.VariantType.Int64))
+        # revoking the token ends what an open session may do
+        await ConfigStore(nc.jetstream()).revoke_token(b, "scada", author="test")
+        await eventually(lambda: _denied(c, b, "Version"), timeout_s=5, what="revocation")
     for user, password in ((a, tokens[b]), (b, "tgs_not-a-token"), (b, "")):
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
             async with client(url, user, password):
@@ -154,3 +157,11 @@ async def test_a_tenants_user_sees_and_touches_only_its_own_nodes(nc, site):
     with pytest.raises(ua.uaerrors.BadIdentityTokenRejected):  # no anonymous sessions
         async with Client(url, timeout=5):
             pass
+
+
+async def _denied(c: Client, tenant: str, path: str) -> bool:
+    try:
+        await _value(c, tenant, path)
+    except ua.uaerrors.BadUserAccessDenied:
+        return True
+    return False
