@@ -12,10 +12,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contracts.alerts import (
+    AlertAcknowledged, AlertCleared, AlertDigestDue, AlertPending, AlertRaised,
+)
 from contracts.base import Event, event_type
 from contracts.config import ConfigChanged
 from contracts.forecasts import ForecastIssued, ForecastModelTrained
 from contracts.kpis import Kpi, KpiComputed
+from contracts.schedules import (
+    PumpPlan, ScheduleAcknowledged, ScheduleApproved, ScheduleDeviated, ScheduleProposed,
+    ScheduleReleased,
+)
 from contracts.weather import WeatherForecastReceived, WeatherSeries
 from contracts.tasks import (
     TaskCancelled, TaskCancelRequested, TaskCompleted, TaskFailed, TaskProgressed,
@@ -106,6 +113,22 @@ SAMPLES: list[Event] = [
                             valid_times_ns=[1729989000000000000],
                             series=[WeatherSeries(variable="air_temp", unit="degC",
                                                   values=[14.2])], **ENV),
+    AlertPending(event_id="ap-1", causation_id="norm-1", alert_id="alert-1", rule="p-high",
+                 kind="threshold", subject="p227", as_of=T, since=T, severity="critical",
+                 message="p227 at 612000 Pa, above the limit 6 bar", value=612000.0, **ENV),
+    AlertRaised(event_id="ar-1", causation_id="norm-2", alert_id="alert-1", rule="p-high",
+                kind="threshold", subject="p227", as_of=T, since=T, severity="critical",
+                message="p227 at 615000 Pa, above the limit 6 bar", value=615000.0,
+                limit=600000.0, unit="Pa", detail={"direction": "above", "clear_at": 580000.0},
+                **ENV),
+    AlertCleared(event_id="ac-1", causation_id="norm-3", alert_id="alert-1", rule="p-high",
+                 kind="threshold", subject="p227", as_of=T, severity="critical",
+                 message="p227 back at 570000 Pa (clears at 580000 Pa)", value=570000.0, **ENV),
+    AlertAcknowledged(event_id="ak-1", causation_id="alert-1", alert_id="alert-1",
+                      rule="p-high", kind="threshold", subject="p227", as_of=T, by="ana",
+                      comment="crew on site", **ENV),
+    AlertDigestDue(event_id="ad-1", causation_id="task-1", window_start=T, window_end=T,
+                   as_of=T, **ENV),
 ]
 
 
