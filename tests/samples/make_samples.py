@@ -129,6 +129,23 @@ SAMPLES: list[Event] = [
                       comment="crew on site", **ENV),
     AlertDigestDue(event_id="ad-1", causation_id="task-1", window_start=T, window_end=T,
                    as_of=T, **ENV),
+    ScheduleProposed(event_id="sp-1", causation_id="task-6", task_id="task-6", start=T,
+                     period_s=3600, pumps=[PumpPlan(pump="PUMP_1", speeds=[1.0, 0.0],
+                                                    reasons=["cheap period",
+                                                             "tank T1 near its upper bound"])],
+                     tanks={"T1": [3.5, 3.7, 3.6]}, tank_bounds={"T1": [0.5, 3.9]},
+                     energy_kwh=41.0, cost=4.1, baseline_energy_kwh=44.0, baseline_cost=7.5,
+                     saving=3.4, verified=True, status="optimal", solver={"gap": 0.001},
+                     inputs={"forecast": "fi-1"}, **ENV),
+    ScheduleApproved(event_id="sa-1", schedule_id="sp-1", by="ana", **ENV),
+    ScheduleReleased(event_id="sr-1", schedule_id="sp-1", version=7, start=T, period_s=3600,
+                     pumps=[PumpPlan(pump="PUMP_1", speeds=[1.0, 0.0])], released_by="ana",
+                     proposed_event_id="sp-1", **ENV),
+    ScheduleAcknowledged(event_id="sk-1", schedule_id="sp-1", version=7, channel="opcua",
+                         by="ltown/scada", **ENV),
+    ScheduleDeviated(event_id="sd-1", schedule_id="sp-1", pump="PUMP_1", period_start=T,
+                     expected=1.0, observed=0.0, sensor="PUMP_1",
+                     detail="pump PUMP_1 should have been on and was off", **ENV),
 ]
 
 
