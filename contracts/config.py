@@ -20,6 +20,7 @@ Kinds and their documents (pydantic, errors name the field path):
 - ``tokens``: the tenant's access tokens, hashed, with scopes, expiry and revocation.
 - ``schedules``: task schedules (cron in the tenant's zone) and their catch-up policy.
 - ``chains``: rules that request a task when an event arrives.
+- ``alerts``: alert rules and where notifications go (``contracts/alerts.py``).
 
 Cross-document checks (a binding names a tank of the current network) need I/O and
 wntr: the config service (``ops/config_service.py``) runs them before publishing.
@@ -34,13 +35,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from contracts.alerts import AlertsDoc
 from contracts.base import Event
 from contracts.errors import TenantConfigError
 from contracts.readings import SENSOR_ID_RE
 from contracts.units import to_si
 
 FIXED_KINDS = ("tenant", "network", "assets", "tariff", "rules", "tokens", "schedules",
-               "chains", "pv")
+               "chains", "pv", "alerts")
 MAPPING_PREFIX = "mapping-"
 _KIND_RE = re.compile(r"^(?:%s|mapping-[A-Za-z0-9_-]{1,100})$" % "|".join(FIXED_KINDS))
 SCOPES = ("read", "write", "operate", "admin")
@@ -526,6 +528,7 @@ class PVDoc(_Doc):
 DOCUMENTS: dict[str, type[_Doc]] = {
     "tenant": TenantDoc, "assets": AssetsDoc, "tariff": TariffDoc, "rules": RulesDoc,
     "tokens": TokensDoc, "schedules": SchedulesDoc, "chains": ChainsDoc, "pv": PVDoc,
+    "alerts": AlertsDoc,  # contracts/alerts.py
 }
 
 

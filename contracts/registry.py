@@ -13,6 +13,7 @@ from typing import Union
 
 import msgspec
 
+from contracts.alerts import ALERT_EVENTS
 from contracts.base import Event, event_type
 from contracts.config import ConfigChanged
 from contracts.forecasts import ForecastIssued, ForecastModelTrained
@@ -44,6 +45,7 @@ FAMILIES: dict[str, tuple[type[Event], ...]] = {
                  ScheduleDeviated),
     "task": (TaskRequested, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed,
              TaskCancelled, TaskCancelRequested),
+    "alert": ALERT_EVENTS,
 }
 
 # old event type -> pure function returning the current event (breaking changes only)

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts.alerts import (
-    AlertAcknowledged, AlertCleared, AlertDigestDue, AlertPending, AlertRaised,
+    AlertAcknowledged, AlertCleared, AlertDigestDue, AlertNotificationFailed, AlertPending,
+    AlertRaised,
 )
 from contracts.base import Event, event_type
 from contracts.config import ConfigChanged
@@ -129,6 +130,9 @@ SAMPLES: list[Event] = [
                       comment="crew on site", **ENV),
     AlertDigestDue(event_id="ad-1", causation_id="task-1", window_start=T, window_end=T,
                    as_of=T, **ENV),
+    AlertNotificationFailed(event_id="anf-1", causation_id="ar-1", notice_id="ar-1",
+                            channel="webhook:ops", outcome="refused",
+                            reason="HTTP 404 Not Found", alert_id="alert-1", **ENV),
     ScheduleProposed(event_id="sp-1", causation_id="task-6", task_id="task-6", start=T,
                      period_s=3600, pumps=[PumpPlan(pump="PUMP_1", speeds=[1.0, 0.0],
                                                     reasons=["cheap period",
