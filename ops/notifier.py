@@ -296,7 +296,7 @@ class Notifier:
                 continue
             held = _dec(entry.value)
             expired = now - held.at_ns > self.settings.lease_s * 1e9
-            if held.state in FINAL:  # settled earlier (and dead-lettered then, if failed)
+            if held.state in FINAL:  # settled earlier (and published then, if not sent)
                 return f"recorded {held.state}"
             if held.state == "committing":
                 if not expired:
@@ -309,7 +309,7 @@ class Notifier:
                 except KeyWrongLastSequenceError:
                     continue
                 log.error("notice outcome unknown", key=key, owner=held.owner)
-                return "unknown"
+                return f"unknown: {gone.detail}"
             if held.state == "in-digest":
                 return "in-digest"  # collected for a digest: never sent alone
             if held.state == "retry" or expired:
@@ -328,6 +328,8 @@ class Notifier:
         key = f"{tenant}.{channel_token(channel)}.{notice_id}"
         got = claimed or await self._claim(kv, key)
         if isinstance(got, str):
+            if got.startswith("unknown"):
+                await self._failed(js, cause, channel, notice_id, "unknown", got[9:])
             return got
         fence = Fence(kv, key, *got)
         bound = log.bind(tenant=tenant, channel=channel, notice=notice_id)
@@ -360,7 +362,10 @@ class Notifier:
             except Fenced:
                 bound.warning("claim taken over by another notifier; not sending")
                 return "busy: taken over"
-        await fence.move("retry", error)
+        try:
+            await fence.move("retry", error)  # released: the next delivery takes it at once
+        except Fenced:
+            return "busy: taken over"
         return f"retry: {error}"
 
     async def _failed(self, js, cause: Event, channel: str, notice_id: str, outcome: str,
@@ -462,6 +467,8 @@ class Notifier:
         tenant, token = due.tenant, channel_token(channel)
         got = await self._claim(kv, f"{tenant}.{token}.{due.event_id}")
         if isinstance(got, str):
+            if got.startswith("unknown"):
+                await self._failed(js, due, channel, due.event_id, "unknown", got[9:])
             return got
         buf_key = f"{tenant}.{token}.digest"
         try:
@@ -586,9 +593,13 @@ def smtp_send(s: NotifierSettings, recipients: list[str], msg: EmailMessage, com
         if code != 250:
             raise NotSent(f"end of data: {code} {reply!r}", permanent=code >= 500)
         refused_txt = f"; refused {[r for r, _, _ in refused]}" if refused else ""
+        try:
+            conn.quit()  # the transaction is complete: a polite goodbye
+        except (smtplib.SMTPException, OSError):
+            pass
         return f"{code} {reply.decode(errors='replace')[:200]}{refused_txt}"
     finally:
-        conn.close()  # no QUIT: after a fence or an error the transaction must not end
+        conn.close()  # after a fence or an error: dropped, the transaction never ends
 
 
 def _build_email(tenant: str, sender: str, to: list[str], subject: str, text: str,

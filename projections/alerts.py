@@ -365,7 +365,16 @@ def loaders(db: QuestDB, connect: Connect, config, plans) -> dict:
         except TransientError:
             pass  # a lagging WAL: judge what is visible
 
-    return {"config": config, "alert_book": AlertStream(),
+    async def config_if_alerts(js, event: Event) -> dict:
+        """The configuration as of the event, for a tenant with an ``alerts`` document
+        (one round trip, not one per kind, for the others: every readings batch of every
+        tenant passes the alert processors).  Documents are versioned, never removed:
+        no document now means none at any earlier time."""
+        if await config_view.current(js, event.tenant, "alerts") is None:
+            return {"versions": {}, "tenant": None, "alerts": None}
+        return await config(js, event)
+
+    return {"config": config_if_alerts, "alert_book": AlertStream(),
             "recent_readings": RecentReadings(connect, config, plans["select"], wait_visible),
             "alert_inputs": EvaluationInputs(connect, config, plans["plan"], wait_visible)}
 

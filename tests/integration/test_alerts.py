@@ -368,6 +368,10 @@ async def test_notifier_killed_mid_send_sends_each_transition_once(nc, fast_sett
     assert third.returncode == 0, err.decode()[-2000:]
     assert mailbox.notices() == [raised.event_id, cleared.event_id]
     assert not await stream_messages(nc, "DEADLETTER")
+    (unknown,) = [e for e in await alerts_of(nc, tenant)
+                  if type(e).__name__ == "AlertNotificationFailed"]
+    assert (unknown.notice_id, unknown.channel, unknown.outcome) == (
+        cleared.event_id, "email", "unknown")
 
 
 async def _both(a, b) -> bool:
@@ -418,3 +422,21 @@ async def test_digest_collects_below_critical_and_a_refusing_webhook_is_on_recor
 
 async def _count(coro, n: int) -> bool:
     return len(await coro) == n
+
+
+def test_a_fenced_smtp_delivery_never_sends_the_end_of_data(mailbox):
+    from ops.notifier import Fenced, NotifierSettings, _build_email, smtp_send
+
+    s = NotifierSettings(smtp_host="127.0.0.1", smtp_port=mailbox.port)
+    msg = _build_email("acme", "tagus@localhost", ["ops@example.org"], "test",
+                       "first line\n.a line that starts with a dot\n", "n-1")
+
+    def fenced():
+        raise Fenced("taken over")
+    with pytest.raises(Fenced):
+        smtp_send(s, ["ops@example.org"], msg, fenced)
+    committed = []
+    assert smtp_send(s, ["ops@example.org"], msg, lambda: committed.append(1)).startswith("250")
+    (got,) = mailbox.messages
+    assert committed == [1] and got["X-Tagus-Notice"] == "n-1"
+    assert ".a line that starts with a dot" in got.get_content()
