@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import numpy as np
-
 from processors.optimise.problem import Effort, Problem, PumpRules, Result
 from processors.simulate.cost import EpanetEnergyPrices, LinearPowerModel, TimeOfUse
 from processors.simulate.errors import NetworkInputError
@@ -145,5 +143,3 @@ def parse_tou(text: str) -> tuple[float, float, float]:
                                 f"found {text!r}") from None
     return off, peak, start
 
-
-__all__ = ["benchmark_problem", "parse_tou", "schedule_csv", "np"]

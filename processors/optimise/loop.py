@@ -60,11 +60,11 @@ def optimise(problem: Problem, *, time_limit_s: float = 300.0,
         search = _Search(setup, twin, verifier, deadline, say)
         best = search.run(schedule_from_run(setup, baseline))
         if best is not None:
-            before = best.cost
+            before = best.score
             best, gains = _polish.improve(setup, verifier, best, deadline)
             search.polish_gains += gains
             if gains:
-                say(f"polish: {gains} improvements, cost {before:.3f} -> {best.cost:.3f}")
+                say(f"polish: {gains} improvements, cost {before:.3f} -> {best.score:.3f}")
         stats = search.stats(time.monotonic() - t0)
         if best is not None:
             final = _detailed(setup, twin, groups, best.speeds)
@@ -117,10 +117,8 @@ class _Search:
         margins = base.copy()
         full = s.periods * len(clusters)
         radius: int | None = None  # trust region (cluster-periods changed), open at first
-        # the first linearisation is around the reference run's levels kept a tenth of
-        # each range away from the bounds: the run may sit at them (e.g. every pump on,
-        # tanks full), where EPANET clamps and the responses vanish
-        sur = build(s, self.twin, clusters, ref.speeds, ref.sim, levels_m=_inside(s, ref.sim))
+        sur = None
+        first = True
         r = attempts = 0
         while r < s.effort.rounds and attempts < 3 * s.effort.rounds:
             attempts += 1
@@ -128,23 +126,14 @@ class _Search:
             if left < 5.0:
                 self.time_limited = True
                 break
-            if sur is None:
-                sur = build(s, self.twin, clusters, ref.speeds, ref.sim)
-                self.last_surrogate = sur
-            sol = solve(s, sur, margins, time_limit_s=0.5 * left, radius=radius,
-                        start_speeds=ref.speeds if ref.accepted else None,
-                        link_controls=self.twin.level_controls)
-            if sol.speeds is None and sol.status != "Infeasible" and not sol.time_limited:
-                # the node limit came before any solution: once more with more nodes
-                self.nodes += sol.nodes
-                self.mip_time += sol.time_s
-                say(f"MILP {sol.status} without a schedule: retrying with 4x the nodes")
-                sol = solve(s, sur, margins, time_limit_s=0.5 * left, radius=radius,
-                            start_speeds=ref.speeds if ref.accepted else None,
-                            link_controls=self.twin.level_controls, node_factor=4)
-            self.nodes += sol.nodes
-            self.mip_time += sol.time_s
-            self.time_limited |= sol.time_limited
+            if first:
+                first = False
+                sur, sol = self._first(clusters, ref, margins)
+            else:
+                if sur is None:
+                    sur = build(s, self.twin, clusters, ref.speeds, ref.sim)
+                sol = self._solve(sur, margins, radius, ref)
+            self.last_surrogate = sur
             self.last = sol
             if sol.speeds is None:
                 self.history.append(f"MILP {sol.status} (radius {radius})")
@@ -188,25 +177,77 @@ class _Search:
             say(f"round {r}: MILP {sol.objective:.3f} (bound {_fmt(sol.bound)}, "
                 f"{sol.time_s:.1f} s, {moved} changes); EPANET {ev.cost:.3f} "
                 f"{tag if ev.accepted else 'rejected: ' + _short(ev.why)}")
-            if ev.accepted and (best is None or ev.cost < best.cost - 1e-9):
+            if ev.accepted and (best is None or ev.score < best.score - 1e-9):
                 best = ev
             if not ev.accepted:
                 self.failure = ev.why
-            _grow(margins, raw, sol, s, self.twin, links)
+            if raw.accepted:
+                margins.relax_towards(base, keep=0.7)
+            else:
+                _grow(margins, raw, sol, s, self.twin, links)
             if moved == 0:
                 if ev.accepted:
                     break  # the MILP keeps its reference: converged
                 continue  # grown margins must move it
             if _merit(ev) < _merit(ref):
                 ref, sur = ev, None
-                radius = None if radius is None else min(2 * radius, full)
+                # after the open first step, steps stay near the new reference (where its
+                # linearisation holds) and lengthen while they succeed
+                radius = max(2, full // 10) if radius is None else min(2 * radius, full)
             else:
-                radius = moved // 2
+                radius = max(moved // 2, 0) if radius is None else min(radius, moved) // 2
                 if radius < 1:
                     break
         if best is not None:
             self.failure = None
         return best
+
+    def _solve(self, sur, margins: Margins, radius, ref: Evaluation):
+        """The MILP with hard tank bounds; when it has no schedule (proven, or none found
+        within the node limit), the same model with soft bounds, which always has one and
+        says how far outside the bounds the surrogate must go."""
+        s, left = self.setup, self.deadline - time.monotonic()
+        kw = dict(radius=radius, start_speeds=ref.speeds if ref.accepted else None,
+                  link_controls=self.twin.level_controls)
+        sol = solve(s, sur, margins, time_limit_s=0.5 * left, **kw)
+        if sol.speeds is None and not sol.time_limited:
+            self._account(sol)
+            self.say(f"MILP {sol.status} without a schedule: solving with soft tank bounds")
+            sol = solve(s, sur, margins, time_limit_s=0.5 * left, soft=True, **kw)
+        self._account(sol)
+        return sol
+
+    def _account(self, sol) -> None:
+        self.nodes += sol.nodes
+        self.mip_time += sol.time_s
+        self.time_limited |= sol.time_limited
+
+    def _first(self, clusters, ref: Evaluation, margins: Margins):
+        """The first round linearises around up to three guesses of the day's levels --
+        the initial levels held, the reference run's (kept a tenth of each range inside
+        the bounds, where EPANET does not clamp), and a cycle through mid-range -- until
+        EPANET accepts the MILP's schedule, keeping the best.  A single linear response to
+        the levels holds near its point only, and no one guess suits every network."""
+        s = self.setup
+        guesses = [np.tile(s.initial_m, (s.periods + 1, 1)), _inside(s, ref.sim), _neutral(s)]
+        kept, best = [], None
+        for levels in guesses:
+            if any(np.allclose(levels, k, atol=1e-3) for k in kept):
+                continue
+            kept.append(levels)
+            sur = build(s, self.twin, clusters, ref.speeds, ref.sim, levels_m=levels)
+            sol = self._solve(sur, margins, None, ref)
+            if sol.speeds is None:
+                continue
+            ev = self.verifier.evaluate(sol.speeds)
+            key = (_merit(ev), sol.slack_m3)
+            if best is None or key < best[0]:
+                best = (key, sur, sol)
+            if ev.accepted or time.monotonic() > self.deadline - 10.0:
+                break
+        if best is None:
+            return build(s, self.twin, clusters, ref.speeds, ref.sim, levels_m=kept[0]), sol
+        return best[1], best[2]
 
     def stats(self, wall: float) -> SolverStats:
         sol = self.last
@@ -228,9 +269,16 @@ def _inside(setup: Setup, sim: SimulationResult) -> np.ndarray:
                    setup.upper_m - 0.1 * span)
 
 
+def _neutral(setup: Setup) -> np.ndarray:
+    """(periods + 1, tanks) levels from the initial ones through mid-range and back."""
+    mid = (setup.lower_m + setup.upper_m) / 2
+    bend = np.sin(np.pi * np.arange(setup.periods + 1) / setup.periods)[:, None]
+    return setup.initial_m + (mid - setup.initial_m) * bend
+
+
 def _merit(ev: Evaluation) -> tuple:
     """Order of preference: accepted, then less violation, then lower cost."""
-    return (0, 0.0, ev.cost) if ev.accepted else (1, ev.violation, ev.cost)
+    return (0, 0.0, ev.score) if ev.accepted else (1, ev.violation, ev.score)
 
 
 def _changes(a: np.ndarray, b: np.ndarray, setup: Setup, clusters) -> int:

@@ -118,7 +118,8 @@ class _Rows:
 
 def solve(setup: Setup, sur: Surrogate, margins: Margins, *, time_limit_s: float,
           radius: int | None = None, start_speeds: np.ndarray | None = None,
-          link_controls: dict | None = None, node_factor: int = 1) -> MilpSolution:
+          link_controls: dict | None = None, node_factor: int = 1,
+          soft: bool = False) -> MilpSolution:
     """Solve the MILP; ``radius`` caps the cluster-period options changed from the
     surrogate's reference (a trust region), ``start_speeds`` is offered as a MIP start."""
     import highspy
@@ -155,9 +156,9 @@ def solve(setup: Setup, sur: Surrogate, margins: Margins, *, time_limit_s: float
     # volumes enter the solver as fractions of each tank's range (better conditioning)
     vscale = np.array([max(float(t.volume_m3(t.max_level_m) - t.volume_m3(t.min_level_m)), 1e-3)
                        for t in tanks])
-    # Bounds and targets are soft: a slack (m3) at a penalty far above any pumping cost
-    # keeps every branch feasible (HiGHS always has incumbents); a solution with slack
-    # left means the surrogate sees no schedule within them.
+    # With ``soft``, bounds and targets take a slack (m3) at a penalty far above any
+    # pumping cost: every branch stays feasible, so HiGHS always finds a schedule; slack
+    # left in it means the surrogate sees none within the bounds.
     penalty = 1e4 * (float(np.abs(sur.cost_ref).max()) + 1.0)  # per tank range
     slacks: list[int] = []
     v = np.zeros((T + 1, nt), dtype=int)
@@ -172,6 +173,9 @@ def solve(setup: Setup, sur: Surrogate, margins: Margins, *, time_limit_s: float
                 lo = max(lo, float(tank.volume_m3(min(tgt, hi_m))))
             lo = min(lo, hi)
             cost = sur.sens_cost[t, i] if t < T else 0.0
+            if not soft:
+                v[t, i] = cols.add(lo, hi, cost, scale=vscale[i])
+                continue
             v[t, i] = cols.add(float(tank.volume_m3(tank.min_level_m)),
                                float(tank.volume_m3(tank.max_level_m)), cost, scale=vscale[i])
             s_lo = cols.add(0.0, inf, penalty / vscale[i], scale=vscale[i])

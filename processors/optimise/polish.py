@@ -35,7 +35,7 @@ def improve(setup: Setup, verifier: Verifier, best: Evaluation, deadline: float,
                 continue
             tried.add(key)
             ev = verifier.evaluate(cand)
-            if ev.accepted and ev.cost < best.cost - 1e-9:
+            if ev.accepted and ev.score < best.score - 1e-9:
                 best, improved = ev, True
                 gains += 1
                 break
@@ -58,29 +58,33 @@ def repair(setup: Setup, verifier: Verifier, ev: Evaluation, sur: Surrogate, dea
     while not cur.accepted:
         if verifier.count - start >= budget or time.monotonic() > deadline - 2.0:
             return None
-        tried = [verifier.evaluate(c) for c in _additions(setup, cur, gain, cost)[:width]]
+        cands = _additions(setup, cur, gain, cost)[:width]
+        cands += [c for c in _moves(setup, cur) if allowed(setup, c)][:width // 2]
+        tried = [verifier.evaluate(c) for c in cands]
         done = [e for e in tried if e.accepted]
         if done:  # the cheapest acceptable one
-            return min(done, key=lambda e: (e.cost, e.speeds.tobytes()))
+            return min(done, key=lambda e: (e.score, e.speeds.tobytes()))
         # else the most violation removed per unit of cost added
         better = [e for e in tried if e.violation < cur.violation - 1e-9]
         if not better:
             return None
         cur = max(better, key=lambda e: (cur.violation - e.violation)
-                  / max(e.cost - cur.cost, 1e-6 * (abs(cur.cost) + 1)))
+                  / max(e.score - cur.score, 1e-6 * (abs(cur.score) + 1)))
     return cur
 
 
 def _merit(ev: Evaluation) -> tuple:
-    return (0, 0.0, ev.cost) if ev.accepted else (1, ev.violation, ev.cost)
+    return (0, 0.0, ev.score) if ev.accepted else (1, ev.violation, ev.score)
 
 
 def _additions(setup: Setup, ev: Evaluation, gain: np.ndarray, cost: np.ndarray):
-    """Candidate fixes for the earliest trouble.  A tank below its lower bound (or, with
-    none, the one furthest short of its final target): one more period (or minimum run)
-    of a pump that fills it, before the trouble, cheapest water first.  A tank above its
-    upper bound: one period less of a pump that fills it, before the trouble, the
-    dearest first.  A pump that harms another tank in trouble counts its net effect."""
+    """Candidate fixes for the earliest trouble, one pump-period (or minimum run) at a
+    time.  A tank below its lower bound (or, with none, the one furthest short of its
+    final target) needs water before the trouble: run a pump that fills it or stop one
+    that draws from it, the cheapest water first (stopping saves money: first of all).
+    A tank above its upper bound needs less: stop a pump that fills it or run one that
+    draws from it, the nearest before the trouble first (earlier changes empty it later).
+    A change that harms another tank in trouble counts only its net effect."""
     T, P = setup.periods, len(setup.pumps)
     low, high = ev.low_by_m > 0, ev.high_by_m > 0
     first_low = int(np.nonzero(low.any(axis=1))[0][0]) if low.any() else T
@@ -101,18 +105,18 @@ def _additions(setup: Setup, ev: Evaluation, gain: np.ndarray, cost: np.ndarray)
         top = max(setup.rules[k].speeds)
         for t in range(until):
             running = ev.speeds[t, k] > 0
-            if running != (sign < 0):
-                continue
-            g = gain[k, t] / area  # level gain per tank when it runs, m
-            net = g[worst] - (np.maximum(-g[trouble], 0.0).sum() if sign > 0 else 0.0)
-            if net <= 0:
+            change = -1.0 if running else 1.0  # stop it, or run it
+            g = change * gain[k, t] / area  # level change per tank, m
+            net = sign * g[worst] - np.maximum(-g[trouble], 0.0).sum()
+            moved = np.abs(gain[k, t])  # m3: a pump serving another tank moves this one little
+            if net <= 0 or moved[worst] < 0.25 * moved.max():
                 continue
             if sign > 0:
-                price = max(cost[k, t], 1e-9) / net
-                options = _runs_through(setup, ev.speeds, k, t, top)
+                price = change * max(cost[k, t], 1e-9) / net
             else:
-                price = -cost[k, t]
-                options = _cuts_at(setup, ev.speeds, k, t)
+                price = float(until - t) - net / (abs(net) + 1.0)
+            options = (_cuts_at(setup, ev.speeds, k, t) if running
+                       else _runs_through(setup, ev.speeds, k, t, top))
             for cand in options:
                 key = cand.tobytes()
                 if key not in seen:

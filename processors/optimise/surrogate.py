@@ -59,6 +59,33 @@ class Surrogate:
     sens_opt_cost: list[np.ndarray] | None = None
 
 
+def predict(sur: Surrogate, speeds: np.ndarray, link_open: np.ndarray | None = None
+            ) -> tuple[np.ndarray, float]:
+    """The surrogate's (periods + 1, tanks) volumes (m3) and cost for a schedule: what the
+    MILP would believe of it (without margins).  ``link_open``: (periods, modelled links)
+    states, default the reference's."""
+    T = sur.dv_ref.shape[0]
+    P = speeds.shape[1]
+    v = [sur.v_ref[0].copy()]
+    cost = float(sur.cost_ref.sum())
+    for t in range(T):
+        dev = v[t] - sur.v_ref[t]
+        dv = sur.dv_ref[t] + sur.sens_v[t] @ dev
+        cost += float(sur.sens_cost[t] @ dev)
+        for g, (cl, opts) in enumerate(zip(sur.clusters, sur.options)):
+            want = np.array([speeds[t, m] if m < P else
+                             (opts[sur.ref_option[t, g], kk] if link_open is None
+                              else link_open[t, m - P]) for kk, m in enumerate(cl)])
+            o = int(np.argmin(np.abs(opts - want).sum(axis=1)))
+            dv = dv + sur.dv_opt[g][t, o]
+            cost += float(sur.dcost_opt[g][t, o])
+            if sur.sens_opt_v is not None and o != sur.ref_option[t, g]:
+                dv = dv + sur.sens_opt_v[g][t, o] @ dev
+                cost += float(sur.sens_opt_cost[g][t, o] @ dev)
+        v.append(v[t] + dv)
+    return np.array(v), cost
+
+
 def member_values(setup: Setup, twin: Twin) -> list[tuple[float, ...]]:
     """Values each member can take: (0, speeds...) per pump, (0, 1) per modelled link."""
     return ([(0.0,) + tuple(r.speeds) for r in setup.rules]

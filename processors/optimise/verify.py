@@ -32,10 +32,20 @@ class Evaluation:
     low_by_m: np.ndarray  # (periods, tanks) how far below the guarded lower bound, >= 0
     high_by_m: np.ndarray  # (periods, tanks) how far above the guarded upper bound
     final_short_m: np.ndarray  # (tanks,) how far below the guarded target
+    churn: float = 0.0  # stability penalty for departing from the released schedule
+    bound_time_m: float = 0.0  # time spent at a bound, as m at 5 % of the tank's range per hour
+
+    @property
+    def score(self) -> float:
+        """What the optimiser minimises: cost plus the stability penalty."""
+        return self.cost + self.churn
 
     @property
     def violation(self) -> float:
-        return float(self.low_by_m.sum() + self.high_by_m.sum() + self.final_short_m.sum())
+        """How far from acceptable, m.  EPANET holds a tank that reaches a bound there,
+        which hides how much water is missing; the time it spends there measures it."""
+        return float(self.low_by_m.sum() + self.high_by_m.sum() + self.final_short_m.sum()
+                     + self.bound_time_m)
 
 
 class Verifier:
@@ -79,9 +89,29 @@ class Verifier:
                            f"lower bound under the upper-quantile demand")
             low = np.maximum(low, low_up)
         ev = Evaluation(speeds.copy(), sim, float(per.sum()), per, report,
-                        not why and guarded.feasible, "; ".join(why), low, high, short)
+                        not why and guarded.feasible, "; ".join(why), low, high, short,
+                        churn_penalty(s, speeds), _bound_time(s, sim, GUARD_M))
         self._cache[key] = ev
         return ev
+
+
+def churn_penalty(s: Setup, speeds: np.ndarray) -> float:
+    """The stability penalty of ``speeds``: per pump and near period whose on/off status
+    differs from the released schedule."""
+    pen, near = s.problem.stability_penalty, min(s.problem.stability_periods, s.periods)
+    if s.released is None or pen <= 0 or near <= 0:
+        return 0.0
+    changed = (speeds[:near] > 0) != (s.released[:near] > 0)
+    return float(pen * changed.sum())
+
+
+def _bound_time(s: Setup, sim: SimulationResult, guard: float) -> float:
+    """Hours each tank spends at or beyond its guarded bounds, as m at 5 % of its range
+    per hour, summed."""
+    lv = sim.tank_level_m
+    out = (lv <= s.lower_m + guard) | (lv >= s.upper_m - guard)
+    hours = (out * sim.step_s[:, None]).sum(axis=0) / 3600.0
+    return float((hours * 0.05 * (s.upper_m - s.lower_m)).sum())
 
 
 def _bound_violations(s: Setup, sim: SimulationResult, guard: float):
