@@ -62,6 +62,8 @@ def default_buckets(replicas: int = 1) -> tuple[BucketSpec, ...]:
                    replicas=replicas),
         BucketSpec(MODELS_BUCKET, "object", "trained forecast models by content hash",
                    replicas=replicas),
+        BucketSpec("tagus-alert-notices", "kv", "one notification claim per channel and "
+                   "alert transition", replicas=replicas),
     )
 
 

@@ -23,6 +23,8 @@ TASK_KINDS: dict[str, str] = {
     "schedule.release": "release a verified schedule to SCADA",
     "kpi.compute": "compute the day's KPIs",
     "data.completeness": "readings received vs expected per bound sensor",
+    "alerts.evaluate": "evaluate periodic alert rules (stale sensors, forecast deviation, "
+                       "dead letters, digests)",
 }
 
 
@@ -35,6 +37,7 @@ TASK_PRODUCES: dict[str, tuple[str, ...]] = {
     "schedule.release": ("schedule.released",),
     "kpi.compute": ("kpi.computed",),
     "data.completeness": ("kpi.computed",),
+    "alerts.evaluate": ("alert.raised", "alert.cleared", "alert.pending", "alert.digest_due"),
 }
 
 
