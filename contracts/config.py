@@ -153,6 +153,24 @@ class TenantDoc(_Doc):
     def mode(self, capability: str) -> str:
         return self.modes.get(capability, "advisory")
 
+    def holidays(self, years) -> frozenset[date]:
+        """Public holidays of the tenant's country/region (the ``holidays`` package) plus
+        its own days (``extra_holidays``), over ``years``."""
+        years = sorted(set(years))
+        days: set[date] = set()
+        if self.country:
+            import holidays
+
+            days |= set(holidays.country_holidays(self.country, subdiv=self.region,
+                                                  years=years))
+        for day in self.extra_holidays:
+            if len(day) == 10:
+                days.add(date.fromisoformat(day))
+            else:
+                month, dom = (int(x) for x in day.split("-"))
+                days.update(date(y, month, dom) for y in years)
+        return frozenset(days)
+
 
 class Binding(_Doc):
     """A sensor bound to a network element with a role.
@@ -458,9 +476,11 @@ DEFAULT_CHAINS = [
     {"name": "readings-to-forecast", "on": "readings.normalised",
      "where": {"bound_role": "zone_inflow"}, "request": "forecast.run", "debounce_s": 3600,
      "delay_s": 120},
-    {"name": "forecast-to-optimise", "on": "forecast.issued", "request": "optimise"},
+    {"name": "forecast-to-optimise", "on": "forecast.issued", "request": "optimise",
+     "debounce_s": 900, "delay_s": 30},
     {"name": "release-verified", "on": "schedule.proposed", "where": {"verified": True},
-     "request": "schedule.release", "automatic_only": "schedules"},
+     "request": "schedule.release", "params": {"schedule_id": "{event_id}"},
+     "automatic_only": "schedules"},
 ]
 
 

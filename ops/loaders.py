@@ -53,6 +53,7 @@ def loaders(settings=None) -> Loaders:
     if settings is not None:
         out["readings"] = ReadingsForKpis(settings, config)
         out["forecast_inputs"] = ForecastInputs(settings, config)
+        out["optimise_inputs"] = OptimiseInputs(settings, config)
     return out
 
 
@@ -296,3 +297,115 @@ def _model_weather(frame):
     out.index = pd.DatetimeIndex(out.index).tz_convert("UTC")
     out.index.name = None
     return out
+
+
+class OptimiseInputs:
+    """What the ``optimise`` and ``schedule.release`` tasks need beyond the configuration:
+    initial tank levels (the last reading at or before the start, plus the sensor's
+    offset), each zone's hourly demand over the horizon (the latest forecast issued at or
+    before the start, or what was measured: ``params.demand = actual``), the schedule in
+    force (stability), dynamic prices; for a release, the proposal and the last version
+    released before the request.  QuestDB through bound queries; the SCHEDULE stream by subject."""
+
+    def __init__(self, settings, config: ConfigLoader) -> None:
+        from ops.schedule_loader import ReleasedSchedules
+        from projections.schedules import ScheduleStream
+
+        self.settings, self.config = settings, config
+        self.released, self.stream = ReleasedSchedules(), ScheduleStream()
+
+    async def __call__(self, js: JetStreamContext, event: Event) -> dict:
+        from datetime import timedelta
+
+        from processors.optimise.task import PERIOD_S, horizon_of, start_of
+
+        released = await self.released(js, event)
+        if event.kind == "schedule.release":
+            schedule_id = str(event.params.get("schedule_id") or "")
+            return {"proposed": await self.stream.proposal(js, event.tenant, schedule_id),
+                    "last_version": max((r.version for r in released), default=0)}
+        cfg = await self.config(js, event)
+        start, hours = start_of(event), horizon_of(event)
+        end = start + timedelta(hours=hours)
+        assets = cfg.get("assets")
+        bindings = assets.bindings if assets else ()
+        source = str(event.params.get("demand", "forecast"))
+        await _visible(self.settings)
+        from ops.wiring import pg_connection
+        from projections.api import queries
+
+        conn = await pg_connection(self.settings)
+        try:
+            levels = {}
+            for b in bindings:
+                if b.role == "tank_level":
+                    got = await queries.value_at(conn, event.tenant, b.sensor, start)
+                    if got is not None:
+                        levels[b.element] = got[1] + b.offset_m
+            demand = {}
+            zones: dict[str, list[str]] = {}
+            for b in bindings:
+                if b.role == "zone_inflow":
+                    zones.setdefault(b.element, []).append(b.sensor)
+            for zone, sensors in zones.items():
+                if source == "actual":
+                    demand[zone] = await _measured(conn, event.tenant, sensors, start, hours)
+                else:
+                    demand[zone] = await _forecast(conn, event.tenant, f"zone:{zone}", start,
+                                                   hours)
+            prices = None
+            tariff = cfg.get("tariff")
+            if tariff is not None and tariff.kind == "dynamic":
+                rows = dict(await queries.hourly_means(conn, event.tenant, tariff.price_sensor,
+                                                       start, end))
+                prices = [rows.get(start + timedelta(seconds=k * PERIOD_S))
+                          for k in range(hours * 3600 // PERIOD_S)]
+        finally:
+            await conn.close()
+        return {"levels": levels, "demand": {z: d for z, d in demand.items() if d},
+                "prices": prices, "released": _in_force(released, start, hours)}
+
+
+async def _measured(conn, tenant: str, sensors: list[str], start, hours: int) -> dict | None:
+    from datetime import timedelta
+
+    from projections.api import queries
+
+    end = start + timedelta(hours=hours)
+    parts = [dict(await queries.hourly_means(conn, tenant, s, start, end)) for s in sensors]
+    flows = []
+    for k in range(hours):
+        t = start + timedelta(hours=k)
+        values = [p.get(t) for p in parts]
+        if any(v is None for v in values):
+            return None
+        flows.append(sum(values))
+    return {"p50": flows, "p90": None, "source": f"measured {', '.join(sensors)}"}
+
+
+async def _forecast(conn, tenant: str, series: str, start, hours: int) -> dict | None:
+    from datetime import datetime, timedelta
+
+    from projections.api import queries
+
+    issued, rows = await queries.forecast(conn, tenant, series, start)
+    by_time = {datetime.fromisoformat(r["valid_at"].replace("Z", "+00:00")): r for r in rows}
+    wanted = [by_time.get(start + timedelta(hours=k)) for k in range(hours)]
+    if issued is None or any(r is None for r in wanted):
+        return None
+    return {"p50": [r["p50"] for r in wanted], "p90": [r["p90"] for r in wanted],
+            "source": f"forecast {series} issued {issued.isoformat()}"}
+
+
+def _in_force(released: list, start, hours: int) -> dict | None:
+    """The latest release covering ``start``, as speeds aligned to the new periods."""
+    from datetime import timedelta
+
+    for r in reversed(released):
+        end = r.start + timedelta(seconds=r.period_s * len(r.pumps[0].speeds)) if r.pumps \
+            else r.start
+        if r.start <= start < end:
+            offset = int((start - r.start).total_seconds() // r.period_s)
+            return {"schedule_id": r.schedule_id,
+                    "speeds": {p.pump: p.speeds[offset:offset + hours] for p in r.pumps}}
+    return None

@@ -14,7 +14,9 @@ from contracts.tasks import kind_token
 from ops import loaders
 from ops.settings import Settings
 from processors.normalise import handler as normalise, reported
-from projections import config_view, forecasts, intake_log, kpis, readings, tasks, weather
+from projections import (
+    config_view, forecasts, intake_log, kpis, readings, schedules, tasks, weather,
+)
 from projections.questdb import QuestDB
 
 
@@ -24,6 +26,7 @@ def components(settings: Settings) -> dict[str, Component]:
     from processors.deviation import handler as deviation
     from processors.forecast import tasks as forecast
     from processors.kpi import handler as kpi
+    from processors.optimise import task as twin
     from processors.alerts import handler as alerts
     from projections import alerts as alert_views
     from ops import notifier
@@ -50,6 +53,14 @@ def components(settings: Settings) -> dict[str, Component]:
         TaskWorker(name="worker-forecast", handlers=forecast.HANDLERS, needs=forecast.NEEDS,
                    loaders={n: load[n] for n in forecast.NEEDS}, time_limit_s=1800,
                    preload=("processors.forecast.tasks",)),
+        TaskWorker(name="worker-twin", handlers={"optimise": twin.handle_optimise},
+                   needs=twin.NEEDS, loaders={n: load[n] for n in twin.NEEDS},
+                   time_limit_s=900, preload=("processors.optimise.task",)),
+        # releases never wait behind an optimisation
+        TaskWorker(name="worker-release", handlers={"schedule.release": twin.handle_release},
+                   needs=twin.NEEDS, loaders={n: load[n] for n in twin.NEEDS},
+                   time_limit_s=120, preload=("processors.optimise.task",)),
+        schedules.projection(db),
         *alerts.components(alert_views.loaders(db, lambda: pg_connection(settings),
                                                load["config"], alerts.PLANS)),
         alert_views.projection(db),

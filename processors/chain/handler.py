@@ -13,8 +13,10 @@ from datetime import timedelta
 
 from bus.components import Context
 from contracts.config import ChainsDoc
+from contracts.forecasts import ForecastIssued
 from contracts.intake import IntakeParsed
 from contracts.readings import ReadingsNormalised
+from contracts.schedules import ScheduleProposed
 from contracts.tasks import TaskCompleted, TaskFailed, TaskRequested
 from processors.chain.rules import matches, params_for, task_id_for
 
@@ -48,4 +50,6 @@ CHAINS = {
     "chain-readings": (ReadingsNormalised,),
     "chain-intake": (IntakeParsed,),
     "chain-tasks": (TaskCompleted, TaskFailed),
+    "chain-forecast": (ForecastIssued,),
+    "chain-schedule": (ScheduleProposed,),
 }

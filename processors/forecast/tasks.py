@@ -27,7 +27,6 @@ from contracts.base import Event
 from contracts.errors import TenantConfigError
 from contracts.forecasts import MODELS_BUCKET, ForecastIssued, ForecastModelTrained
 from processors.forecast.api import TrainConfig, fallback_forecast, predict, train
-from processors.forecast.calendar import holiday_dates
 from processors.forecast.models import InsufficientHistory
 
 NAME = "forecast"
@@ -50,15 +49,7 @@ def zones(assets) -> dict[str, list[str]]:
 
 def holidays_of(tenant, years: range) -> frozenset[date]:
     """Public holidays of the tenant's country/region plus its own days."""
-    days = set(holiday_dates(tenant.country, years, subdiv=tenant.region)) if tenant.country \
-        else set()
-    for day in tenant.extra_holidays:
-        if len(day) == 10:
-            days.add(date.fromisoformat(day))
-        else:
-            month, dom = (int(x) for x in day.split("-"))
-            days.update(date(y, month, dom) for y in years)
-    return frozenset(days)
+    return tenant.holidays(years)
 
 
 def instant(event, param: str) -> pd.Timestamp:

@@ -5,7 +5,9 @@ Every `/v1` route needs a token with the `read` scope (`Authorization: Bearer <t
 
 **Routes**: `GET /v1/sensors`, `/v1/latest?sensor=..`, `/v1/sensors/{sensor}/latest`,
 `/v1/sensors/{sensor}/readings?start&end&bucket&agg&fill&format&limit`, `/v1/intakes`,
-`/v1/intakes/{intake_id}/rejections`; `/healthz` (liveness), `/readyz` (readiness), no
+`/v1/intakes/{intake_id}/rejections`; `/v1/config`, `/v1/tasks`, `/v1/forecasts`,
+`/v1/kpis`, `/v1/alerts`, `/v1/schedules` (their modules `routes_*.py` say more; writes
+need the `operate` or `admin` scope); `/healthz` (liveness), `/readyz` (readiness), no
 token.  Sensor ids follow the one rule of the readings contract (a letter or digit, then
 letters, digits, `_ . : -`, at most 128 characters): every id a door accepts is queryable.
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from bus.tokens import TokenFile
 from projections.api import (
     errors, routes_alerts, routes_config, routes_forecasts, routes_intakes, routes_kpis,
-    routes_readings, routes_tasks,
+    routes_readings, routes_schedules, routes_tasks,
 )
 from projections.api.config import ApiConfig
 from projections.api.db import Database
@@ -60,6 +60,7 @@ def create_app(config: ApiConfig, *, tokens=None, config_store=None, tasks=None)
     app.include_router(routes_forecasts.router)
     app.include_router(routes_kpis.router)
     app.include_router(routes_alerts.router)
+    app.include_router(routes_schedules.router)
     errors.install(app, config.retry_after_s)
     _add_probes(app, db, limits, config)
     app.add_middleware(_RequestLog)

@@ -496,3 +496,13 @@ async def kpis(db, tenant: str, first: date, last: date) -> list[dict]:
 
 async def kpi_days(db, tenant: str, limit: int = 31) -> list[str]:
     return [r["day"] for r in await _fetch_or_empty(db, KPI_DAYS_SQL, tenant, limit)]
+
+
+VALUE_AT_SQL = (f"SELECT ts, value FROM {TABLE} WHERE tenant = $1 AND sensor = $2 AND ts <= $3 "
+                f"ORDER BY ts DESC LIMIT 1")
+
+
+async def value_at(db, tenant: str, sensor: str, at: datetime) -> tuple[datetime, float] | None:
+    """The sensor's last reading at or before ``at`` (UTC), or None."""
+    rows = await _fetch_or_empty(db, VALUE_AT_SQL, tenant, check_sensor(sensor), _naive_utc(at))
+    return (rows[0]["ts"].replace(tzinfo=UTC), rows[0]["value"]) if rows else None
