@@ -312,7 +312,7 @@ def _grow(margins: Margins, ev: Evaluation, sol, setup: Setup, twin: Twin, links
         lo, hi = max(p - 1, 0), min(p + 2, setup.periods)
         margins.high[lo:hi, i] += grow[p, i]
     short = ev.final_short_m > 0
-    margins.final += short * np.clip(1.5 * ev.final_short_m, 0.005 * span, 0.05 * span)
+    margins.final += short * np.clip(1.5 * ev.final_short_m, 0.005 * span, 0.15 * span)
     if not links or sol.link_open is None or ev.sim.link_states is None:
         return
     cols = [twin.controlled.index(l) for l in links]

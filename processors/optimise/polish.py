@@ -58,8 +58,7 @@ def repair(setup: Setup, verifier: Verifier, ev: Evaluation, sur: Surrogate, dea
     while not cur.accepted:
         if verifier.count - start >= budget or time.monotonic() > deadline - 2.0:
             return None
-        cands = _additions(setup, cur, gain, cost)[:width]
-        cands += [c for c in _moves(setup, cur) if allowed(setup, c)][:width // 2]
+        cands = _additions(setup, cur, gain, cost)[:width] + _shifts(setup, cur, gain)
         tried = [verifier.evaluate(c) for c in cands]
         done = [e for e in tried if e.accepted]
         if done:  # the cheapest acceptable one
@@ -125,6 +124,35 @@ def _additions(setup: Setup, ev: Evaluation, gain: np.ndarray, cost: np.ndarray)
                 break
     scored.sort(key=lambda x: (x[0], x[1], x[2]))
     return [c for *_, c in scored]
+
+
+def _shifts(setup: Setup, ev: Evaluation, gain: np.ndarray):
+    """The runs of the pumps that move the tank in trouble most, one period earlier or
+    later: fine control of when the water arrives (a tank that must end between its
+    target and its maximum may need it)."""
+    short = ev.low_by_m.sum(axis=0) + ev.high_by_m.sum(axis=0) + ev.final_short_m
+    if short.max() <= 0:
+        return []
+    worst = int(np.argmax(short))
+    moved = np.abs(gain).sum(axis=1)  # (pumps, tanks) m3 over the horizon
+    out = []
+    for k in range(len(setup.pumps)):
+        if moved[k, worst] < 0.25 * moved[k].max():
+            continue
+        col = ev.speeds[:, k]
+        for on, a, length in runs(col > 0):
+            if not on:
+                continue
+            b = a + length - 1
+            for lo, hi, new in ((a, b, a - 1), (a, b, a + 1)):
+                if new < 0 or new + length > setup.periods:
+                    continue
+                cand = ev.speeds.copy()
+                cand[lo:hi + 1, k] = 0.0
+                cand[new:new + length, k] = col[a]
+                if allowed(setup, cand):
+                    out.append(cand)
+    return out
 
 
 def _cuts_at(setup: Setup, speeds: np.ndarray, k: int, t: int):

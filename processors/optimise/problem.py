@@ -49,7 +49,7 @@ class Effort:
     rounds: int = 5
     mip_nodes: int = 40
     mip_rel_gap: float = 2e-3
-    repair_evaluations: int = 90
+    repair_evaluations: int = 200
     round_polish_evaluations: int = 250
     polish_evaluations: int = 1500
     seed: int = 0

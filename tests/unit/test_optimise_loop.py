@@ -101,3 +101,47 @@ def test_benchmark_builder_reads_modifications(shared_data):
     assert rule.speeds == (1.0,) and rule.max_starts == 6
     assert rule.min_on_s == 3 * 1800  # WaterModels' reading of 3600 s on 30-minute periods
     assert problem.tariff.prices_per_mwh[0] == pytest.approx(40.77)
+
+
+def test_operating_rules_reach_the_milp(shared_data):
+    """Forbidden periods, pumps that may not run together, minimum runs and starts."""
+    import wntr
+
+    net = load_network((Path(wntr.__file__).parent / "library/networks/Net3.inp").read_bytes())
+    rules = {"10": PumpRules(min_on_s=2 * 3600, max_starts=1),
+             "335": PumpRules(forbidden_periods=frozenset({0, 1}))}
+    problem = Problem(network=net, tariff=TimeOfUse(0.08, 0.20, 7), horizon_s=6 * 3600,
+                      pump_rules=rules, exclusive_pumps=(("10", "335"),), effort=EFFORT)
+    setup = resolve(problem, 60)
+    with Twin(net, scheduled=setup.pumps) as twin:
+        verifier = Verifier(setup, twin)
+        ref = verifier.evaluate(np.ones((6, 2)))
+        sur = build(setup, twin, find_clusters(setup, twin, setup.initial_m), ref.speeds, ref.sim)
+        sol = solve(setup, sur, Margins.initial(setup, len(sur.links)), time_limit_s=30,
+                    link_controls=twin.level_controls, soft=True)
+    on = sol.speeds > 0
+    assert not on[:2, 1].any()  # 335 forbidden in periods 0 and 1
+    assert not (on[:, 0] & on[:, 1]).any()  # never together
+    assert polish.allowed(setup, sol.speeds)  # 10: one start, runs of two periods or more
+
+
+def test_upper_quantile_demand_protects_the_lower_bound(ltown):
+    """T1 kept within [3.3, 4.0] m: under a demand 30 % above the median the schedule
+    planned with the upper quantile still keeps it above 3.3 m."""
+    median, bounds = np.ones(6), {"T1": (3.3, 4.0)}
+
+    def lowest_under_high_demand(result):
+        setup = resolve(_problem(ltown, hours=6), 60)
+        with Twin(ltown, scheduled=setup.pumps) as twin:
+            run = twin.run(result.speeds, horizon_s=setup.horizon_s, period_s=setup.period_s,
+                           initial_levels_m=setup.initial_m,
+                           demand_multipliers={"*": 1.3 * median})
+        return run.tank_level_m[:, 0].min()
+
+    plain = optimise(_problem(ltown, hours=6, tank_bounds_m=bounds,
+                              demand_multipliers={"*": median}), time_limit_s=60)
+    robust = optimise(_problem(ltown, hours=6, tank_bounds_m=bounds,
+                               demand_multipliers={"*": median},
+                               demand_multipliers_upper={"*": 1.3 * median}), time_limit_s=60)
+    assert plain.feasible and robust.feasible
+    assert lowest_under_high_demand(plain) < 3.3 < lowest_under_high_demand(robust)
