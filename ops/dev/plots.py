@@ -91,3 +91,53 @@ def plot_forecast(points: list[dict], title: str, path: Path, *, unit: str = "m3
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_schedule(detail: dict, title: str, path: Path, *, tz: str = "UTC") -> Path:
+    """A proposed schedule as an operator checks it: the price per period, each pump's
+    runs (relative speed), each tank's EPANET level against its bounds.  ``detail``: the
+    API's ``/v1/schedules/{id}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plan = detail["plan"]
+    pumps, tanks = plan["pumps"], plan["tanks"]
+    start = pd.Timestamp(detail["start"])
+    step = pd.Timedelta(seconds=detail["period_s"])
+    n = len(pumps[0]["speeds"]) if pumps else 0
+    edges = [(start + k * step).tz_convert(tz) for k in range(n + 1)]
+    fig, axes = plt.subplots(2 + len(pumps), 1, sharex=True, squeeze=False,
+                             figsize=(11, 2.0 * (2 + len(pumps)) + 0.6),
+                             gridspec_kw={"height_ratios": [1] + [0.7] * len(pumps) + [2]})
+    ax = axes[0, 0]
+    prices = plan.get("inputs", {}).get("prices_per_kwh", [])[:n]
+    if prices:
+        ax.stairs(prices, edges[:len(prices) + 1], color="#636363", lw=1.4)
+    ax.set_ylabel(f"{detail.get('currency') or ''}/kWh")
+    ax.set_title(title)
+    for k, p in enumerate(pumps, start=1):
+        ax = axes[k, 0]
+        ax.stairs(p["speeds"], edges, fill=True, color="#08519c", alpha=0.8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(p["pump"], rotation=0, ha="right", va="center")
+    ax = axes[-1, 0]
+    for name, levels in tanks.items():
+        line, = ax.plot(edges[:len(levels)], levels, lw=1.6, label=f"{name} (EPANET)")
+        lo, hi = plan.get("tank_bounds", {}).get(name, (None, None))
+        for bound in (lo, hi):
+            if bound is not None:
+                ax.axhline(bound, color=line.get_color(), ls=":", lw=1)
+    ax.set_ylabel("level (m)")
+    ax.legend(loc="upper right", fontsize=8)
+    for a in axes[:, 0]:
+        a.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(f"time ({tz}); cost {detail['cost']:.2f} vs baseline "
+                           f"{detail['baseline_cost']:.2f} {detail.get('currency') or ''}")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
