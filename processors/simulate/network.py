@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -215,7 +216,9 @@ def _parse_wntr(text: str):
         with os.fdopen(fd, "w", encoding="latin-1", errors="replace") as f:
             f.write(text)
         try:
-            return wntr.network.WaterNetworkModel(path)
+            with warnings.catch_warnings():  # e.g. "not all curves were used": harmless
+                warnings.simplefilter("ignore")
+                return wntr.network.WaterNetworkModel(path)
         except Exception as e:  # wntr raises many kinds; all mean "cannot read this file"
             raise NetworkInputError(f"cannot read the .inp: {type(e).__name__}: {e}") from e
     finally:
@@ -238,8 +241,8 @@ def _from_wntr(text: str, wn) -> Network:
         else:
             power = float(p.power) / 1000.0
         eff = None
-        if p.efficiency is not None:
-            eff = tuple((float(q), float(e)) for q, e in p.efficiency.points)
+        if p.efficiency_curve is not None:
+            eff = tuple((float(q), float(e)) for q, e in p.efficiency_curve.points)
         price = None if p.energy_price is None else _price(p.energy_price)
         pumps.append(PumpInfo(
             name, p.start_node_name, p.end_node_name, p.pump_type, head, power, eff, price,
