@@ -310,5 +310,23 @@ async def schedule_detail(conn, tenant: str, schedule_id: str) -> dict:
     return out
 
 
-__all__ = ["ScheduleStream", "approve", "end_of", "list_schedules", "projection",
-           "schedule_detail"]
+async def in_force(conn, tenant: str, at: datetime) -> dict | None:
+    """The released schedule SCADA should run at ``at``: the latest version whose horizon
+    covers it (what a gateway fetches when it (re)connects), else None."""
+    rows = await _rows(conn, f"SELECT ts, schedule_id, start, period_s, periods, version, by, "
+                             f"detail FROM {TABLE} WHERE tenant = $1 AND state = 'released' "
+                             f"AND start <= $2 ORDER BY version DESC LIMIT 50", tenant,
+                       _naive(at))
+    for r in rows:
+        end = r["start"] + timedelta(seconds=(r["period_s"] or 0) * (r["periods"] or 0))
+        if end > _naive(at):
+            detail = json.loads(r["detail"] or "{}")
+            return {"schedule_id": r["schedule_id"], "version": r["version"],
+                    "start": _iso(r["start"]), "end": _iso(end), "period_s": r["period_s"],
+                    "released_at": _iso(r["ts"]), "released_by": r["by"],
+                    "pumps": detail.get("pumps", [])}
+    return None
+
+
+__all__ = ["ScheduleStream", "approve", "end_of", "in_force", "list_schedules",
+           "projection", "schedule_detail"]

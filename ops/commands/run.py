@@ -9,7 +9,9 @@ import sys
 def register(sub) -> None:
     p = sub.add_parser("run", help="run processors/projections (and `scheduler`) until SIGTERM")
     p.add_argument("components", nargs="+",
-                   help="consumer names, e.g. normalise-units, or scheduler")
+                   help="consumer names (e.g. normalise questdb-readings), scheduler, or "
+                        "all: every component and the scheduler in this process (one "
+                        "node; run replicas of single components to scale out)")
     p.add_argument("--batch", type=int, default=100)
     p.set_defaults(run=run, service_logs=True)
 
@@ -21,6 +23,10 @@ async def run(settings, args) -> int:
     configure_tracing("tagus-" + "+".join(args.components), settings.otlp_endpoint)
     stop = asyncio.Event()
     install_stop_signals(stop)
+    if "all" in args.components:
+        from ops import wiring
+
+        args.components = [*wiring.components(settings), "scheduler"]
     names = [n for n in args.components if n != "scheduler"]
     work = [_components(settings, names, stop, args.batch)] if names else []
     if "scheduler" in args.components:

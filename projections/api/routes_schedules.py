@@ -4,6 +4,9 @@ in advisory mode (operate).
 - ``GET /v1/schedules?days=7&limit=100``: one line per schedule proposed within ``days``:
   state (proposed, approved, released, acknowledged), verified, cost, baseline cost,
   saving, start and end, version released, deviations counted.
+- ``GET /v1/schedules/in-force?at=ISO``: the released schedule to run now (or at ``at``):
+  the latest version whose horizon covers it, 404 when none does; what a SCADA gateway
+  fetches when it (re)connects, since NATS and MQTT deliver releases only while connected.
 - ``GET /v1/schedules/{id}``: the plan (per pump and period: speed and the reason in
   words), EPANET's tank levels against their bounds, feasibility, solver figures, the
   inputs (forecast issued at, initial levels, config versions, prices), its history.
@@ -23,7 +26,7 @@ from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
 from fastapi.responses import Response
 
 from contracts.base import utc_now
-from contracts.errors import ContractError
+from contracts.errors import ContractError, NotFoundError
 from projections import schedules
 from projections.api.auth import caller, reader_tenant
 from projections.api.errors import InvalidParameter, error_response, json_response
@@ -55,6 +58,25 @@ async def list_schedules(request: Request, tenant: str = Depends(reader_tenant),
                                               since=utc_now() - timedelta(days=days),
                                               limit=limit)
     return json_response({"tenant": tenant, "schedules": rows})
+
+
+@router.get("/in-force", summary="The released schedule to run now (or at `at`)")
+async def schedule_in_force(request: Request, tenant: str = Depends(reader_tenant),
+                            at: str | None = Query(None, max_length=40)):
+    when = utc_now()
+    if at:
+        try:
+            when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidParameter("at", f"expected an ISO time, got {at!r}") from None
+        if when.tzinfo is None:
+            raise InvalidParameter("at", "give a zone (e.g. 2019-01-15T03:00Z)")
+    async with request.app.state.db.session(tenant) as conn:
+        current = await schedules.in_force(conn, tenant, when)
+    if current is None:
+        raise NotFoundError(f"no released schedule covers {when.isoformat()} for tenant "
+                            f"{tenant!r}")
+    return json_response({"tenant": tenant, **current})
 
 
 @router.get("/{schedule_id}.csv", summary="A schedule's plan as CSV: period start (UTC), "

@@ -147,6 +147,16 @@ async def test_ltown_optimise_approve_release_then_automatic(nc, fast_settings, 
             assert csv[1].startswith("2019-01-15T00:00:00Z,")
             r = await api.get(f"/v1/schedules/{p.event_id}", headers=_h(tokens["other"]))
             assert r.status_code == 404
+            r = await api.get("/v1/schedules/in-force", headers=_h(tokens["read"]),
+                              params={"at": "2019-01-15T03:30Z"})
+            assert r.json()["version"] == 1 and r.json()["pumps"][0]["speeds"] == \
+                p.pumps[0].speeds
+            r = await api.get("/v1/schedules/in-force", headers=_h(tokens["read"]),
+                              params={"at": "2019-01-15T06:00Z"})  # the horizon has ended
+            assert r.status_code == 404
+            r = await api.get("/v1/schedules/in-force", headers=_h(tokens["other"]),
+                              params={"at": "2019-01-15T03:30Z"})
+            assert r.status_code == 404
 
             # 2. automatic: a verified plan is released by itself, and knows the one in force
             tenant_doc = (await store.current(tenant, "tenant")).event.document
