@@ -3,5 +3,6 @@
 # its own NATS + QuestDB on free ports in a temporary directory and stops them.
 cd "$(dirname "$0")/.."
 source ops/bootstrap.sh
+source ops/system-packages.sh
 .venv/bin/tagus stack fetch
 exec .venv/bin/python -m pytest "$@"
