@@ -336,12 +336,13 @@ class OptimiseInputs:
 
         conn = await pg_connection(self.settings)
         try:
-            levels = {}
+            levels, level_at = {}, {}
             for b in bindings:
                 if b.role == "tank_level":
                     got = await queries.value_at(conn, event.tenant, b.sensor, start)
                     if got is not None:
                         levels[b.element] = got[1] + b.offset_m
+                        level_at[b.element] = got[0]
             demand = {}
             zones: dict[str, list[str]] = {}
             for b in bindings:
@@ -362,7 +363,8 @@ class OptimiseInputs:
                           for k in range(hours * 3600 // PERIOD_S)]
         finally:
             await conn.close()
-        return {"levels": levels, "demand": {z: d for z, d in demand.items() if d},
+        return {"levels": levels, "level_at": level_at,
+                "demand": {z: d for z, d in demand.items() if d},
                 "prices": prices, "released": _in_force(released, start, hours)}
 
 

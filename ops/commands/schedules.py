@@ -111,6 +111,8 @@ async def _show(settings, args) -> int:
     for zone, source in (inputs.get("demand") or {}).items():
         print(f"  demand {zone}: {source}")
     print(f"  initial levels: {inputs.get('initial_levels_m')}")
+    for w in inputs.get("warnings") or ():
+        print(f"  warning: {w}")
     for p in plan.get("pumps", []):
         bar = "".join("#" if v >= 0.999 else ("+" if v > 0 else ".") for v in p["speeds"])
         print(f"  {p['pump']:>12} {bar}")

@@ -40,6 +40,7 @@ from processors.simulate.scenario import ALL_JUNCTIONS
 KINDS = ("optimise", "schedule.release")
 NEEDS = ("config", "optimise_inputs")
 PERIOD_S = 3600
+MAX_LEVEL_AGE_S = 2 * 3600  # an older tank reading is not today's level
 
 
 def start_of(event) -> datetime:
@@ -130,6 +131,7 @@ def problem_of(event, config: dict, inputs: dict) -> tuple[Problem, dict]:
     zones = zones_of(assets)
     demand, upper, used = {}, {}, {}
     scale = float(event.params.get("demand_multiplier", 1.0))
+    source = str(event.params.get("demand", "forecast"))
     for zone, junctions in zones.items():
         flows = inputs["demand"].get(zone)
         if flows is None:
@@ -153,7 +155,24 @@ def problem_of(event, config: dict, inputs: dict) -> tuple[Problem, dict]:
                                 t.max_level_m if r.max_level_m is None else r.max_level_m)
         if r.final_level != "initial":
             final[tank_id] = float(r.final_level)
-    levels = {t: lv for t, lv in inputs["levels"].items() if t in network.tank_ids}
+    levels, warnings = {}, []
+    for tank_id in network.tank_ids:
+        at = inputs.get("level_at", {}).get(tank_id)
+        if tank_id not in inputs["levels"]:
+            warnings.append(f"tank {tank_id}: no level reading at or before the start; the "
+                            f"model's initial level {network.tank(tank_id).init_level_m:.2f} m "
+                            f"is used")
+        elif at is not None and (start - at).total_seconds() > MAX_LEVEL_AGE_S:
+            warnings.append(f"tank {tank_id}: the last level reading is from "
+                            f"{at.isoformat()}, {(start - at).total_seconds() / 3600:.1f} h "
+                            f"before the start; the model's initial level "
+                            f"{network.tank(tank_id).init_level_m:.2f} m is used")
+        else:
+            levels[tank_id] = inputs["levels"][tank_id]
+    for zone in zones:
+        if zone not in used:
+            warnings.append(f"zone {zone}: no {'measured demand' if source == 'actual' else 'forecast'}"
+                            f" covering the horizon; the network's own demand pattern is used")
     out_of_service = frozenset(event.params.get("out_of_service", ())) | frozenset(
         p for p, r in (rules.pumps.items() if rules else ()) if r.out_of_service)
     released = inputs.get("released")
@@ -174,7 +193,7 @@ def problem_of(event, config: dict, inputs: dict) -> tuple[Problem, dict]:
         stability_penalty=rules.change_penalty if rules else 0.0,
         stability_periods=stability)
     facts = {"start": start, "periods": periods, "demand_sources": used, "levels": levels,
-             "released": released["schedule_id"] if released else None}
+             "released": released["schedule_id"] if released else None, "warnings": warnings}
     return problem, facts
 
 
@@ -214,7 +233,7 @@ def handle_optimise(event, ctx: Context) -> Iterator[Event]:
                 "mip_time_s": round(stats.mip_time_s, 3), "rounds": stats.rounds,
                 "evaluations": stats.evaluations, "time_limited": stats.time_limited},
         inputs={"demand": facts["demand_sources"], "initial_levels_m": facts["levels"],
-                "released": facts["released"],
+                "released": facts["released"], "warnings": facts["warnings"],
                 "config_versions": dict(config.get("versions") or {}),
                 "prices_per_kwh": list(problem.tariff.prices_per_kwh)},
         mode=config["tenant"].mode("schedules"))

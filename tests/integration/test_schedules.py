@@ -96,7 +96,8 @@ async def test_ltown_optimise_approve_release_then_automatic(nc, fast_settings, 
             assert all(r for r in p.pumps[0].reasons)  # every period says why
             assert p.inputs["prices_per_kwh"] == pytest.approx([0.10] * 6)  # night rate
             assert p.inputs["demand"] == {"town": "measured p227, p235"}
-            assert 0.5 < p.inputs["initial_levels_m"]["T1"] < 3.9
+            assert p.inputs["initial_levels_m"] == {"T1": pytest.approx(3.31)}  # 00:00 reading
+            assert p.inputs["warnings"] == []
             levels = p.tanks["T1"]
             assert len(levels) == 7 and min(levels) >= 0.5 - 1e-6 and max(levels) <= 3.9 + 1e-6
             assert levels[-1] >= levels[0] - 0.01  # final level: back to the initial one
