@@ -52,6 +52,7 @@ def loaders(settings=None) -> Loaders:
     out["schedules"] = ReleasedSchedules()
     if settings is not None:
         out["readings"] = ReadingsForKpis(settings, config)
+        out["kpi_inputs"] = KpiInputs(settings, config)
         out["forecast_inputs"] = ForecastInputs(settings, config)
         out["optimise_inputs"] = OptimiseInputs(settings, config)
     return out
@@ -155,6 +156,90 @@ class ReadingsForKpis:
         return out
 
 
+class KpiInputs:
+    """What ``kpi.compute`` needs beyond timestamps (``processors/kpi/compute.py``): the
+    values of the tenant's bound sensors from an hour before the day's start to its end,
+    the zone inflow sensors' values a week earlier (the seasonal naive), and per zone the
+    latest forecast issued at or before the day's start.  Other kinds of the KPI worker
+    get None (nothing is read for them).  QuestDB through bound queries, one per sensor."""
+
+    ROLES = ("tank_level", "pump_status", "pump_flow", "pump_power", "pump_speed",
+             "zone_inflow", "price")
+
+    def __init__(self, settings, config: ConfigLoader) -> None:
+        self.settings, self.config = settings, config
+
+    async def __call__(self, js: JetStreamContext, event: Event) -> dict | None:
+        from datetime import timedelta
+
+        from ops.wiring import pg_connection
+        from processors.kpi.completeness import day_bounds_utc
+        from processors.kpi.handler import target_day
+        from projections.api import queries
+
+        if getattr(event, "kind", None) != "kpi.compute":
+            return None
+        cfg = await self.config(js, event)
+        tz = cfg["tenant"].timezone if cfg.get("tenant") else "UTC"
+        start, end = day_bounds_utc(target_day(event, tz), tz)
+        bindings = cfg["assets"].bindings if cfg.get("assets") else ()
+        sensors = sorted({b.sensor for b in bindings if b.role in self.ROLES})
+        zone_sensors = sorted({b.sensor for b in bindings if b.role == "zone_inflow"})
+        zones = sorted({b.element for b in bindings if b.role == "zone_inflow"})
+        hour, week = timedelta(hours=1), timedelta(days=7)
+        await _visible(self.settings)
+        conn = await pg_connection(self.settings)
+        try:
+            series = {s: await _values(conn, event.tenant, s, start - hour, end)
+                      for s in sensors}
+            # a DST change within the week moves the same local hour by one UTC hour
+            before = {s: await _values(conn, event.tenant, s, start - week - 2 * hour,
+                                       end - week + 2 * hour) for s in zone_sensors}
+            forecasts = {}
+            for zone in zones:
+                series_id = f"zone:{zone}"
+                try:
+                    issued, rows = await queries.forecast(conn, event.tenant, series_id,
+                                                          start)
+                except queries.InvalidParameter:
+                    continue  # a zone name no forecast series can have
+                if issued is None:
+                    continue
+                forecasts[series_id] = {
+                    "issued_at": issued,
+                    "valid_ns": [_ns(datetime.fromisoformat(r["valid_at"].replace("Z",
+                                                                                 "+00:00")))
+                                 for r in rows],
+                    "p50": [r["p50"] for r in rows],
+                    "method": rows[0]["method"] if rows else ""}
+        finally:
+            await conn.close()
+        return {"series": series, "week_before": before, "forecasts": forecasts}
+
+
+_VALUES_SQL = ("SELECT ts, value FROM readings WHERE tenant = $1 AND sensor = $2 "
+               "AND ts >= $3 AND ts < $4 ORDER BY ts")
+
+
+async def _values(conn, tenant: str, sensor: str, start, end):
+    """(UTC ns, SI values) of one sensor over [start, end), as numpy arrays."""
+    import numpy as np
+
+    rows = await conn.fetch(_VALUES_SQL, tenant, sensor, start.replace(tzinfo=None),
+                            end.replace(tzinfo=None))
+    return (np.array([_ns(r["ts"]) for r in rows], dtype=np.int64),
+            np.array([r["value"] for r in rows], dtype=float))
+
+
+def _ns(t: datetime) -> int:
+    """Epoch ns of a naive-UTC or aware datetime (microsecond precision)."""
+    from datetime import UTC, timedelta
+
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+
+
 class ForecastInputs:
     """The forecast tasks' data, from QuestDB (hourly means, bound parameters): each zone's
     summed inflow and the observed weather, over the history the task needs before its
@@ -165,7 +250,6 @@ class ForecastInputs:
 
     async def __call__(self, js: JetStreamContext, event: Event) -> dict:
         import hashlib
-        from datetime import timedelta
 
         import numpy as np
         import pandas as pd

@@ -31,6 +31,7 @@ from bus import config_view
 from bus.components import Projection
 from bus.publish import publish
 from bus.subjects import stream_name, tenant_subjects
+from bus.tail import TenantTail
 from contracts.alerts import (
     AlertAcknowledged, AlertBook, AlertCleared, AlertPending, AlertRaised, evaluation_instant,
 )
@@ -39,6 +40,7 @@ from contracts.errors import ContractError, NotFoundError
 from contracts.readings import ReadingsNormalised
 from contracts.registry import decode
 from contracts.tasks import TaskRequested
+from projections.api.queries import fetch_or_empty as _rows, iso_utc as _iso, naive_utc as _naive
 from projections.questdb import QuestDB, TableWriter
 
 NAME = "questdb-alerts"
@@ -105,33 +107,12 @@ def projection(db: QuestDB) -> Projection:
 # ---------------------------------------------------------------- the stream as state
 
 
-class AlertStream:
-    """Each tenant's alert events, in stream order, read from the ALERT stream and kept
-    (alerts are few).  Every call reads what was appended since: one round trip when
-    nothing was."""
-
-    STREAM = stream_name("alert")
+class AlertStream(TenantTail):
+    """Each tenant's alert events in stream order (``events``), read from the ALERT
+    stream and kept (alerts are few)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, list[Event]] = {}
-        self._next: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def events(self, js, tenant: str) -> list[Event]:
-        lock = self._locks.setdefault(tenant, asyncio.Lock())
-        async with lock:
-            known = self._events.setdefault(tenant, [])
-            seq = self._next.get(tenant, 1)
-            subject = tenant_subjects("alert", tenant)
-            while True:
-                try:
-                    raw = await js.get_msg(self.STREAM, seq=seq, subject=subject, next=True)
-                except JsNotFound:
-                    break
-                known.append(decode("alert", raw.data))
-                seq = raw.seq + 1
-            self._next[tenant] = seq
-            return list(known)
+        super().__init__("alert")
 
     async def __call__(self, js, event: Event) -> AlertBook:
         """The loader ``alert_book``: the tenant's alerts as of ``event``."""
@@ -175,10 +156,6 @@ async def acknowledge(js, stream: AlertStream, tenant: str, alert_id: str, *, by
 
 Connect = Callable[[], Awaitable]  # -> an asyncpg connection to QuestDB
 _EPOCH = datetime(1970, 1, 1)
-
-
-def _naive(t: datetime) -> datetime:
-    return t.astimezone(UTC).replace(tzinfo=None)
 
 
 def _ns(ts: datetime) -> int:
@@ -238,15 +215,6 @@ class RecentReadings:
 
 def _utc_naive(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ns // 1000)
-
-
-async def _rows(conn, sql: str, *args) -> list:
-    try:
-        return await conn.fetch(sql, *args)
-    except Exception as e:  # asyncpg maps QuestDB errors to UnknownPostgresError
-        if "table does not exist" in str(e):
-            return []
-        raise
 
 
 class DeadLetterTail:
@@ -424,14 +392,6 @@ async def list_alerts(conn, tenant: str, *, since: datetime, open_only: bool = F
     opened.sort(key=lambda a: a["raised_at"], reverse=True)
     closed.sort(key=lambda a: a["cleared_at"] or "", reverse=True)
     return (opened + closed)[:limit]
-
-
-def _iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    if t.tzinfo is not None:
-        t = t.astimezone(UTC).replace(tzinfo=None)
-    return t.isoformat() + "Z"
 
 
 __all__ = ["AlertStream", "DeadLetterTail", "EvaluationInputs", "RecentReadings",

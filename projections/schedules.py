@@ -17,24 +17,22 @@ events read from the SCHEDULE stream, and approving a proposal (advisory mode).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
-from nats.js.errors import NotFoundError as JsNotFound
 
 from bus.components import Projection
 from bus.publish import publish
-from bus.subjects import stream_name, tenant_subjects
+from bus.tail import TenantTail
 from contracts.base import Event, derive_id, utc_now
 from contracts.errors import ContractError, NotFoundError
-from contracts.registry import decode
 from contracts.schedules import (
     ScheduleAcknowledged, ScheduleApproved, ScheduleDeviated, ScheduleProposed,
     ScheduleReleased,
 )
+from projections.api.queries import fetch_or_empty as _rows, iso_utc as _iso, naive_utc as _naive
 from projections.questdb import QuestDB, TableWriter
 
 NAME = "questdb-schedules"
@@ -137,31 +135,12 @@ def projection(db: QuestDB) -> Projection:
 # ---------------------------------------------------------------- the stream itself
 
 
-class ScheduleStream:
-    """Each tenant's schedule events in stream order, read from the SCHEDULE stream and
-    kept (a few per hour); every call reads only what was appended since."""
-
-    STREAM = stream_name("schedule")
+class ScheduleStream(TenantTail):
+    """Each tenant's schedule events in stream order (``events``), from the SCHEDULE
+    stream itself: what ``approve`` checks against."""
 
     def __init__(self) -> None:
-        self._events: dict[str, list[Event]] = {}
-        self._next: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def events(self, js, tenant: str) -> list[Event]:
-        async with self._locks.setdefault(tenant, asyncio.Lock()):
-            known = self._events.setdefault(tenant, [])
-            seq = self._next.get(tenant, 1)
-            subject = tenant_subjects("schedule", tenant)
-            while True:
-                try:
-                    raw = await js.get_msg(self.STREAM, seq=seq, subject=subject, next=True)
-                except JsNotFound:
-                    break
-                known.append(decode("schedule", raw.data))
-                seq = raw.seq + 1
-            self._next[tenant] = seq
-            return list(known)
+        super().__init__("schedule")
 
     async def proposal(self, js, tenant: str, schedule_id: str) -> ScheduleProposed | None:
         for e in await self.events(js, tenant):
@@ -209,27 +188,6 @@ async def approve(js, stream: ScheduleStream, tenant: str, schedule_id: str, *, 
 
 
 # ---------------------------------------------------------------- reading the table
-
-
-def _naive(t: datetime) -> datetime:
-    return t.astimezone(UTC).replace(tzinfo=None)
-
-
-def _iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    if t.tzinfo is not None:
-        t = t.astimezone(UTC).replace(tzinfo=None)
-    return t.isoformat() + "Z"
-
-
-async def _rows(conn, sql: str, *args) -> list:
-    try:
-        return await conn.fetch(sql, *args)
-    except Exception as e:  # asyncpg maps QuestDB errors to UnknownPostgresError
-        if "table does not exist" in str(e):
-            return []
-        raise
 
 
 def _fold(rows) -> dict[str, dict]:

@@ -197,7 +197,7 @@ def readings_sql(q: RangeQuery) -> str:
 
 
 def readings_args(tenant: str, q: RangeQuery, limit: int | None = None) -> tuple:
-    args = (tenant, q.sensor, _naive_utc(q.start), _naive_utc(q.end))
+    args = (tenant, q.sensor, naive_utc(q.start), naive_utc(q.end))
     return args if q.bucket else (*args, q.limit if limit is None else limit)
 
 
@@ -216,7 +216,7 @@ REJECTIONS_SQL = (f"SELECT reason, sensor, row, count, raw, detail FROM {REJECTE
 
 async def list_sensors(db, tenant: str) -> list[dict]:
     """Sensors of ``tenant``: unit, first/last timestamp, number of readings."""
-    rows = await _fetch_or_empty(db, sensors_sql(), tenant)
+    rows = await fetch_or_empty(db, sensors_sql(), tenant)
     return [{"sensor": r["sensor"], "unit": r["unit"], "first_ts": iso_utc(r["first_ts"]),
              "last_ts": iso_utc(r["last_ts"]), "count": r["n"]} for r in rows]
 
@@ -224,7 +224,7 @@ async def list_sensors(db, tenant: str) -> list[dict]:
 async def latest(db, tenant: str, sensors: Iterable[str] = ()) -> list[dict]:
     """Latest reading per sensor (all of the tenant's when ``sensors`` is empty)."""
     sensors = list(dict.fromkeys(sensors))
-    rows = await _fetch_or_empty(db, latest_sql(len(sensors)), tenant, *sensors)
+    rows = await fetch_or_empty(db, latest_sql(len(sensors)), tenant, *sensors)
     out = [{"sensor": r["sensor"], "ts": iso_utc(r["ts"]), "value": r["value"],
             "unit": r["unit"], "quality": r["quality"]} for r in rows]
     return sorted(out, key=lambda r: r["sensor"])
@@ -232,7 +232,7 @@ async def latest(db, tenant: str, sensors: Iterable[str] = ()) -> list[dict]:
 
 async def readings(db, tenant: str, q: RangeQuery) -> tuple[list[dict], bool]:
     """(points, truncated): ``[{"ts", "value"}]``; truncated = a raw query hit ``limit``."""
-    rows = await _fetch_or_empty(db, readings_sql(q), *readings_args(tenant, q, q.limit + 1))
+    rows = await fetch_or_empty(db, readings_sql(q), *readings_args(tenant, q, q.limit + 1))
     truncated = q.bucket is None and len(rows) > q.limit
     rows = rows[:q.limit] if truncated else rows
     return [{"ts": iso_utc(r[0]), "value": r[1]} for r in rows], truncated
@@ -248,15 +248,15 @@ async def readings_pages(conn, tenant: str, q: RangeQuery,
     Downsampled queries (at most ``MAX_BUCKETS`` rows) are read at once.
     """
     if q.bucket is not None:
-        rows = await _fetch_or_empty(conn, readings_sql(q), *readings_args(tenant, q))
+        rows = await fetch_or_empty(conn, readings_sql(q), *readings_args(tenant, q))
         for i in range(0, len(rows), page_rows):
             yield rows[i:i + page_rows]
         return
     sql, wanted = readings_sql(q), q.limit + 1
-    start, end = _naive_utc(q.start), _naive_utc(q.end)
+    start, end = naive_utc(q.start), naive_utc(q.end)
     while wanted > 0:
         n = min(page_rows, wanted)
-        rows = await _fetch_or_empty(conn, sql, tenant, q.sensor, start, end, n)
+        rows = await fetch_or_empty(conn, sql, tenant, q.sensor, start, end, n)
         if rows:
             yield rows
         if len(rows) < n:
@@ -273,7 +273,7 @@ def csv_lines(rows) -> str:
 async def intakes(db, tenant: str, limit: int) -> list[dict]:
     """The tenant's latest uploads, newest first, with their accounting."""
     out = []
-    for r in await _fetch_or_empty(db, INTAKES_SQL, tenant, limit):
+    for r in await fetch_or_empty(db, INTAKES_SQL, tenant, limit):
         item = dict(r)
         for k in ("ts", "first_ts", "last_ts"):
             item[k] = iso_utc(item[k])
@@ -284,17 +284,17 @@ async def intakes(db, tenant: str, limit: int) -> list[dict]:
 
 
 async def intake_exists(db, tenant: str, intake_id: str) -> bool:
-    rows = await _fetch_or_empty(db, INTAKE_EXISTS_SQL, tenant, intake_id)
+    rows = await fetch_or_empty(db, INTAKE_EXISTS_SQL, tenant, intake_id)
     return bool(rows and rows[0]["n"])
 
 
 async def intake_rejections(db, tenant: str, intake_id: str, limit: int) -> list[dict]:
     """Rejected and missing items of one upload: reason, sensor, file row, raw text."""
-    return [dict(r) for r in await _fetch_or_empty(db, REJECTIONS_SQL, tenant, intake_id,
+    return [dict(r) for r in await fetch_or_empty(db, REJECTIONS_SQL, tenant, intake_id,
                                                    limit)]
 
 
-async def _fetch_or_empty(db, sql: str, *args) -> list:
+async def fetch_or_empty(db, sql: str, *args) -> list:
     """Rows of ``sql``; none when the table does not exist yet (fresh install)."""
     try:
         return await db.fetch(sql, *args)
@@ -316,7 +316,7 @@ def iso_utc(t: datetime | None) -> str | None:
     return t.isoformat() + "Z"
 
 
-def _naive_utc(t: datetime) -> datetime:
+def naive_utc(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -346,12 +346,12 @@ async def weather_forecast_rows(db, tenant: str, location: str, as_of: datetime
     latest weather forecast for ``location`` issued at or before ``as_of`` (aware), never a
     later one; None if there is none.  ``projections.weather.forecast_as_of`` shapes it."""
     check_sensor(location, "location")  # a location is named by the sensor-id rule
-    rows = await _fetch_or_empty(db, WEATHER_LAST_ISSUE_SQL, tenant, location,
-                                 _naive_utc(as_of))
+    rows = await fetch_or_empty(db, WEATHER_LAST_ISSUE_SQL, tenant, location,
+                                 naive_utc(as_of))
     if not rows:
         return None
     issued = rows[0]["issued_at"]
-    return issued, await _fetch_or_empty(db, WEATHER_ROWS_SQL, tenant, location, issued)
+    return issued, await fetch_or_empty(db, WEATHER_ROWS_SQL, tenant, location, issued)
 
 
 # ---------------------------------------------------------------- tasks
@@ -377,7 +377,7 @@ async def tasks(db, tenant: str, *, limit: int = 50, kind: str | None = None,
     """The tenant's latest tasks, each with its current state: the last transition
     (``started``/``progressed`` read as ``running``), when and by whom it was requested,
     and the latest message (progress, failure reason)."""
-    rows = await _fetch_or_empty(db, TASK_ROWS_SQL, tenant, min(limit * 20, 100_000))
+    rows = await fetch_or_empty(db, TASK_ROWS_SQL, tenant, min(limit * 20, 100_000))
     by_task: dict[str, dict] = {}
     for r in reversed(rows):  # oldest first: the last transition is the state
         t = by_task.setdefault(r["task_id"], {
@@ -401,7 +401,7 @@ async def tasks(db, tenant: str, *, limit: int = 50, kind: str | None = None,
 
 async def task(db, tenant: str, task_id: str) -> list[dict]:
     """Every transition of one task, oldest first."""
-    rows = await _fetch_or_empty(db, TASK_SQL, tenant, check_task_id(task_id))
+    rows = await fetch_or_empty(db, TASK_SQL, tenant, check_task_id(task_id))
     return [{k: (iso_utc(v) if isinstance(v, datetime) else
                  None if isinstance(v, float) and math.isnan(v) else v)
              for k, v in dict(r).items()} for r in rows]
@@ -410,7 +410,7 @@ async def task(db, tenant: str, task_id: str) -> list[dict]:
 async def tasks_waiting(db) -> list[tuple[str, str, int]]:
     """(tenant, kind, count) of tasks requested and not started, over every tenant."""
     last: dict[str, tuple[str, str, str]] = {}
-    for r in await _fetch_or_empty(db, WAITING_SQL):
+    for r in await fetch_or_empty(db, WAITING_SQL):
         if r["state"] != "progressed":
             last[r["task_id"]] = (r["tenant"], r["kind"], r["state"])
     counts: dict[tuple[str, str], int] = {}
@@ -430,8 +430,8 @@ async def hourly_means(db, tenant: str, sensor: str, start: datetime, end: datet
                        ) -> list[tuple[datetime, float]]:
     """(hour start UTC, mean value) of one sensor over [start, end); hours without a
     reading are absent."""
-    rows = await _fetch_or_empty(db, HOURLY_SQL, tenant, check_sensor(sensor),
-                                 _naive_utc(start), _naive_utc(end))
+    rows = await fetch_or_empty(db, HOURLY_SQL, tenant, check_sensor(sensor),
+                                 naive_utc(start), naive_utc(end))
     return [(r["ts"].replace(tzinfo=UTC), r["value"]) for r in rows]
 
 
@@ -453,19 +453,19 @@ def check_series(series: str) -> str:
 
 
 async def forecast_series(db, tenant: str) -> list[str]:
-    return [r["series"] for r in await _fetch_or_empty(db, FORECAST_ISSUES_SQL, tenant)]
+    return [r["series"] for r in await fetch_or_empty(db, FORECAST_ISSUES_SQL, tenant)]
 
 
 async def forecast(db, tenant: str, series: str, as_of: datetime) -> tuple[datetime | None,
                                                                           list[dict]]:
     """(issue time, rows) of the latest forecast of ``series`` issued at or before
     ``as_of``; (None, []) if there is none."""
-    rows = await _fetch_or_empty(db, FORECAST_LAST_ISSUE_SQL, tenant, check_series(series),
-                                 _naive_utc(as_of))
+    rows = await fetch_or_empty(db, FORECAST_LAST_ISSUE_SQL, tenant, check_series(series),
+                                 naive_utc(as_of))
     issued = rows[0]["issued_at"] if rows else None
     if issued is None:
         return None, []
-    out = await _fetch_or_empty(db, FORECAST_ROWS_SQL, tenant, series, issued)
+    out = await fetch_or_empty(db, FORECAST_ROWS_SQL, tenant, series, issued)
     return issued.replace(tzinfo=UTC), [
         {"valid_at": iso_utc(r["ts"]), **{q: r[q] for q in ("p10", "p25", "p50", "p75", "p90")},
          "unit": r["unit"], "method": r["method"]} for r in out]
@@ -489,13 +489,13 @@ async def kpis(db, tenant: str, first: date, last: date) -> list[dict]:
     """The tenant's KPIs of the days ``first``..``last`` (inclusive)."""
     start = datetime.combine(first, datetime.min.time())
     end = datetime.combine(last, datetime.min.time()) + timedelta(days=1)
-    rows = await _fetch_or_empty(db, KPIS_SQL, tenant, start, end)
+    rows = await fetch_or_empty(db, KPIS_SQL, tenant, start, end)
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v)
              for k, v in dict(r).items()} for r in rows]
 
 
 async def kpi_days(db, tenant: str, limit: int = 31) -> list[str]:
-    return [r["day"] for r in await _fetch_or_empty(db, KPI_DAYS_SQL, tenant, limit)]
+    return [r["day"] for r in await fetch_or_empty(db, KPI_DAYS_SQL, tenant, limit)]
 
 
 VALUE_AT_SQL = (f"SELECT ts, value FROM {TABLE} WHERE tenant = $1 AND sensor = $2 AND ts <= $3 "
@@ -504,5 +504,5 @@ VALUE_AT_SQL = (f"SELECT ts, value FROM {TABLE} WHERE tenant = $1 AND sensor = $
 
 async def value_at(db, tenant: str, sensor: str, at: datetime) -> tuple[datetime, float] | None:
     """The sensor's last reading at or before ``at`` (UTC), or None."""
-    rows = await _fetch_or_empty(db, VALUE_AT_SQL, tenant, check_sensor(sensor), _naive_utc(at))
+    rows = await fetch_or_empty(db, VALUE_AT_SQL, tenant, check_sensor(sensor), naive_utc(at))
     return (rows[0]["ts"].replace(tzinfo=UTC), rows[0]["value"]) if rows else None
