@@ -440,8 +440,18 @@ class ScheduleEntry(_Doc):
         return v
 
 
+# a configured tenant's schedules unless it says otherwise: the day's KPIs shortly after
+# local midnight (for the day before the slot); each missed night caught up (7 days)
+DEFAULT_SCHEDULES = [
+    {"name": "daily-kpis", "task": "kpi.compute", "cron": "15 0 * * *", "catch_up": "all"},
+]
+
+
 class SchedulesDoc(_Doc):
-    schedules: list[ScheduleEntry] = []
+    """``schedules`` absent: ``DEFAULT_SCHEDULES``; an empty list: none."""
+
+    schedules: list[ScheduleEntry] = Field(
+        default_factory=lambda: [ScheduleEntry(**e) for e in DEFAULT_SCHEDULES])
 
     @model_validator(mode="after")
     def _unique(self) -> SchedulesDoc:

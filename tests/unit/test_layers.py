@@ -22,7 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 OURS = ("contracts", "bus", "producers", "processors", "projections", "ops")
 # processor package -> other processors' pure domains it may use (declared, documented)
-SHARED_DOMAINS = {"processors.optimise": ("processors.simulate",)}
+SHARED_DOMAINS = {"processors.optimise": ("processors.simulate",),
+                  "processors.kpi": ("processors.simulate", "processors.deviation")}
 IO_CLIENTS = ("nats", "questdb", "httpx", "asyncpg", "urllib", "requests", "socket",
               "uvicorn", "fastapi", "psutil", "subprocess")
 PARTS = REPO.parent / "shared" / "architecture-parts.json"
