@@ -30,6 +30,7 @@ def create_app(config: ApiConfig, *, tokens=None, config_store=None, tasks=None)
     tenants' configuration (``/v1/config``); without it those routes answer 500 saying so.
     """
     from projections.api import __doc__ as description
+    from projections.console import mount as mount_console  # it imports this package
 
     limits = TenantLimits(max_queries=config.tenant_max_queries,
                           max_exports=config.tenant_max_exports,
@@ -61,6 +62,7 @@ def create_app(config: ApiConfig, *, tokens=None, config_store=None, tasks=None)
     app.include_router(routes_kpis.router)
     app.include_router(routes_alerts.router)
     app.include_router(routes_schedules.router)
+    mount_console(app)  # the operators' web pages at / (projections/console)
     errors.install(app, config.retry_after_s)
     _add_probes(app, db, limits, config)
     app.add_middleware(_RequestLog)
