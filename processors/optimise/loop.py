@@ -251,6 +251,9 @@ class _Search:
 
     def stats(self, wall: float) -> SolverStats:
         sol = self.last
+        # every wall-clock guard (loop, HiGHS, repair, polish) acts within 5 s of the
+        # deadline: ending that close means one may have cut the work short
+        self.time_limited |= time.monotonic() > self.deadline - 5.0
         return SolverStats(
             objective=None if sol is None else sol.objective,
             bound=None if sol is None else sol.bound,

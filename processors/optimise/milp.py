@@ -84,7 +84,6 @@ def solve(setup: Setup, sur: Surrogate, margins: Margins, *, time_limit_s: float
     surrogate's reference (a trust region), ``start_speeds`` is offered as a MIP start,
     ``soft`` turns the tank bounds and targets into penalised slacks."""
     import highspy
-    from scipy.sparse import csc_matrix
 
     T, nt, npump = setup.periods, len(setup.tanks), len(setup.pumps)
     inf = math.inf
@@ -237,11 +236,11 @@ def solve(setup: Setup, sur: Surrogate, margins: Margins, *, time_limit_s: float
     lp.offset_ = const
     r_idx, c_idx = np.array(rows.r, dtype=int), np.array(rows.c, dtype=int)
     vals = np.array(rows.v) * cs[c_idx] / rs[r_idx] if rows.v else np.array(rows.v)
-    mat = csc_matrix((vals, (r_idx, c_idx)), shape=(nr, nc))
+    start, index, value = _colwise(r_idx, c_idx, vals, nr, nc)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = mat.indptr
-    lp.a_matrix_.index_ = mat.indices
-    lp.a_matrix_.value_ = mat.data
+    lp.a_matrix_.start_ = start
+    lp.a_matrix_.index_ = index
+    lp.a_matrix_.value_ = value
     lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = nc, nr
     lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                        for i in cols.integer]
@@ -280,6 +279,15 @@ def solve(setup: Setup, sur: Surrogate, margins: Margins, *, time_limit_s: float
     return MilpSolution(name, speeds, float(info.objective_function_value),
                         _num(info.mip_dual_bound), _num(info.mip_gap), nodes, h.getRunTime(),
                         limited, vol, link_open.reshape(T, len(sur.links)), slack_m3)
+
+
+def _colwise(r: np.ndarray, c: np.ndarray, v: np.ndarray, nr: int, nc: int):
+    """Column-wise sparse storage of (row, column, value) triplets, duplicates summed."""
+    key, inverse = np.unique(c.astype(np.int64) * nr + r, return_inverse=True)
+    value = np.bincount(inverse.ravel(), weights=v, minlength=key.size)
+    col = key // nr
+    start = np.searchsorted(col, np.arange(nc + 1))
+    return start.astype(np.int32), (key % nr).astype(np.int32), value
 
 
 def _highs(highspy):
