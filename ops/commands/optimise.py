@@ -44,7 +44,7 @@ def benchmark(settings, args) -> int:
     import json
 
     from contracts.errors import TenantConfigError
-    from processors.optimise import optimise
+    from processors.optimise import Effort, optimise
     from processors.optimise.benchmark import benchmark_problem, parse_tou, schedule_csv
 
     started = time.monotonic()
@@ -60,10 +60,14 @@ def benchmark(settings, args) -> int:
         return 2
     try:
         tou = parse_tou(args.tou) if args.tou else None
+        # the work is fixed by --time-limit; the wall-clock guard gets what is left of it
+        # after reading the network, less a little for writing the result
         problem = benchmark_problem(inp, modifications=mods, tou=tou, hours=args.hours,
-                                    speeds=args.speeds)
+                                    speeds=args.speeds,
+                                    effort=Effort.for_time_limit(args.time_limit))
         progress(f"network {args.inp.name}: {_describe(problem)}")
-        result = optimise(problem, time_limit_s=args.time_limit, progress=progress)
+        left = args.time_limit - (time.monotonic() - started) - 3.0
+        result = optimise(problem, time_limit_s=max(left, 1.0), progress=progress)
     except TenantConfigError as e:
         print(f"tagus: {e}", file=sys.stderr)
         return 2
