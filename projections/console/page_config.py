@@ -64,12 +64,10 @@ async def config_kind(request: Request, kind: str = PathParam(),
         raise NotFoundError(f"tenant {who.tenant!r} has no {kind} configured")
     history = await store.history(who.tenant, kind)
     diff = None
-    if a is not None and b is not None and kind != "tokens":
-        if not hasattr(store, "diff"):
-            raise TenantConfigError("this API process cannot compare versions")
-        diff = (await store.diff(who.tenant, kind, a, b)).splitlines()
-    elif len(history) >= 2 and kind != "tokens":
+    if (a is None or b is None) and len(history) >= 2:  # what the last change changed
         a, b = history[-2].event.version, history[-1].event.version
+    if a is not None and b is not None and kind != "tokens" and hasattr(store, "diff"):
+        diff = (await store.diff(who.tenant, kind, a, b)).splitlines()[:3000]
     text = await _text(store, current.event)
     return await web.render(
         request, who, "config_kind.html", page="config", kind=kind, current=current.event,
