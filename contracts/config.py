@@ -21,6 +21,8 @@ Kinds and their documents (pydantic, errors name the field path):
 - ``schedules``: task schedules (cron in the tenant's zone) and their catch-up policy.
 - ``chains``: rules that request a task when an event arrives.
 - ``alerts``: alert rules and where notifications go (``contracts/alerts.py``).
+- ``mailbox``: an IMAP mailbox the mail poller reads, its sender allow-list and the rules
+  from attachment names to source mappings (``producers/mail``).
 
 Cross-document checks (a binding names a tank of the current network) need I/O and
 wntr: the config service (``ops/config_service.py``) runs them before publishing.
@@ -42,7 +44,7 @@ from contracts.readings import SENSOR_ID_RE
 from contracts.units import to_si
 
 FIXED_KINDS = ("tenant", "network", "assets", "tariff", "rules", "tokens", "schedules",
-               "chains", "pv", "alerts")
+               "chains", "pv", "alerts", "mailbox")
 MAPPING_PREFIX = "mapping-"
 _KIND_RE = re.compile(r"^(?:%s|mapping-[A-Za-z0-9_-]{1,100})$" % "|".join(FIXED_KINDS))
 SCOPES = ("read", "write", "operate", "admin")
@@ -555,10 +557,78 @@ class PVDoc(_Doc):
     systems: list[PVSystemDoc] = []
 
 
+class MailRule(_Doc):
+    """Attachments whose file name matches ``attachment`` (a glob, case-insensitive, e.g.
+    ``*levels*.csv``), in messages whose subject matches ``subject`` (a glob, when given),
+    are read with the tenant's source mapping ``mapping``.  The first matching rule wins."""
+
+    attachment: str = Field(min_length=1, max_length=200)
+    subject: str | None = Field(default=None, min_length=1, max_length=200)
+    mapping: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
+
+
+_SENDER = re.compile(r"^(?:[^@\s]{1,64})?@[A-Za-z0-9.-]{1,253}$")
+
+
+class MailboxDoc(_Doc):
+    """An IMAP mailbox whose attachments are uploads (``producers/mail``).
+
+    ``tls``: ``ssl`` (implicit TLS, port 993), ``starttls`` or ``none`` (port 143).
+    ``password_secret`` names a secret provisioned for the tenant, never the password
+    itself: the poller reads ``<TAGUS_SECRETS_DIR>/<tenant>/<name>``, else the
+    environment variable ``TAGUS_SECRET_<TENANT>_<NAME>`` (a tenant cannot name a path
+    or variable of the deployment and have it sent to a server of its choosing).
+    ``senders``: the allow-list, addresses (``scada@utility.example``) or whole domains
+    (``@utility.example``); the From header is not authentication, so the mail server
+    should check SPF/DKIM.  A handled message gets the keyword ``TagusProcessed``
+    (``processed: flag``) or moves to ``processed_folder`` (``move``).
+    """
+
+    host: str = Field(pattern=r"^[A-Za-z0-9.:-]{1,253}$")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    tls: Literal["ssl", "starttls", "none"] = "ssl"
+    user: str = Field(min_length=1, max_length=320)
+    password_secret: str = Field(pattern=_NAME)
+    folder: str = Field(default="INBOX", pattern=r"^[A-Za-z0-9 _./&+-]{1,200}$")
+    processed: Literal["flag", "move"] = "flag"
+    processed_folder: str | None = Field(default=None, pattern=r"^[A-Za-z0-9 _./&+-]{1,200}$")
+    senders: list[str] = Field(min_length=1)
+    rules: list[MailRule] = Field(min_length=1)
+    max_attachment_mb: float = Field(default=50.0, gt=0, le=2048)  # MiB, decoded
+    interval_s: float = Field(default=60.0, ge=1, le=86400)
+    enabled: bool = True
+
+    @field_validator("senders")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for i, sender in enumerate(v):
+            if not _SENDER.match(sender):
+                raise ValueError(f"item {i}: expected an address (name@example.org) or a "
+                                 f"domain (@example.org), got {sender!r}")
+        return [s.lower() for s in v]
+
+    @model_validator(mode="after")
+    def _move_target(self) -> MailboxDoc:
+        if self.processed == "move" and not self.processed_folder:
+            raise ValueError("processed_folder: required when processed is move")
+        if self.processed == "move" and self.processed_folder == self.folder:
+            raise ValueError("processed_folder: must differ from folder")
+        return self
+
+    @property
+    def port_or_default(self) -> int:
+        return self.port or (993 if self.tls == "ssl" else 143)
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        return int(self.max_attachment_mb * 1024 * 1024)
+
+
 DOCUMENTS: dict[str, type[_Doc]] = {
     "tenant": TenantDoc, "assets": AssetsDoc, "tariff": TariffDoc, "rules": RulesDoc,
     "tokens": TokensDoc, "schedules": SchedulesDoc, "chains": ChainsDoc, "pv": PVDoc,
     "alerts": AlertsDoc,  # contracts/alerts.py
+    "mailbox": MailboxDoc,
 }
 
 

@@ -7,9 +7,11 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run processors/projections (and `scheduler`) until SIGTERM")
+    p = sub.add_parser("run", help="run processors/projections (and `scheduler`, "
+                                   "`mail-poller`) until SIGTERM")
     p.add_argument("components", nargs="+",
-                   help="consumer names (e.g. normalise questdb-readings), scheduler, or "
+                   help="consumer names (e.g. normalise questdb-readings), scheduler, "
+                        "mail-poller (the tenants' IMAP mailboxes), or "
                         "all: every component and the scheduler in this process (one "
                         "node; run replicas of single components to scale out)")
     p.add_argument("--batch", type=int, default=100)
@@ -27,10 +29,12 @@ async def run(settings, args) -> int:
         from ops import wiring
 
         args.components = [*wiring.components(settings), "scheduler"]
-    names = [n for n in args.components if n != "scheduler"]
+    names = [n for n in args.components if n not in ("scheduler", "mail-poller")]
     work = [_components(settings, names, stop, args.batch)] if names else []
     if "scheduler" in args.components:
         work.append(_scheduler(settings, stop))
+    if "mail-poller" in args.components:
+        work.append(mail_poller(settings, stop))
     await asyncio.gather(*work)
     return 0
 
@@ -63,3 +67,21 @@ async def _scheduler(settings, stop) -> None:
     print(f"scheduler: requested {s.requested}, already handled {s.already}, taken over "
           f"{s.taken_over} (recovered {s.recovered}), skipped {s.skipped}, failures "
           f"{s.failures}", file=sys.stderr)
+
+
+async def mail_poller(settings, stop) -> None:
+    """The mail poller (a producer; also run by `tagus serve intake`): every tenant's
+    ``mailbox``.  ``TAGUS_MAIL_*`` and ``TAGUS_SECRETS_DIR`` are read here
+    (``producers/mail/poller.py``)."""
+    import os
+
+    from ops import wiring
+    from producers.intake import Intake
+    from producers.mail import MailOptions, MailPoller
+
+    nc = await wiring.nats_connection(settings, name="tagus-mail-poller")
+    try:
+        await MailPoller(nc.jetstream(), Intake(nc.jetstream(), nc=nc),
+                         MailOptions.from_env(os.environ)).run(stop)
+    finally:
+        await nc.drain()
