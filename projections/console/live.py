@@ -33,9 +33,12 @@ async def live(request: Request, who: Operator = Depends(operator)):
         open_alerts = await alerts.list_alerts(conn, who.tenant, since=now, open_only=True,
                                                limit=500)
     newest = max(open_alerts, key=lambda a: a["raised_at"] or "", default=None)
+    zone = (await web.tenant_facts(request, who.tenant))["zone"] if recent else "UTC"
     return json_response({
         "latest_schedule": recent[0]["schedule_id"] if recent else None,
         "latest_schedule_state": recent[0]["state"] if recent else None,
+        "latest_schedule_at": (web.local(recent[0]["proposed_at"], zone) + f" ({zone})"
+                               if recent else None),
         "open_alerts": len(open_alerts),
         "latest_alert": newest["alert_id"] if newest else None,
         "latest_alert_message": newest["message"] if newest else None},

@@ -54,6 +54,12 @@ sensors:
 """
 
 
+ALERT_RULE = {"name": "t1-high", "kind": "threshold", "sensors": ["T1"], "above": 1.0,
+              "severity": "warning", "notify": False, "max_age_s": 1e9}
+OVERFLOW_RULE = {"name": "t1-overflow", "kind": "threshold", "sensors": ["T1"],
+                 "above": "3.95 m", "severity": "critical", "notify": False}
+
+
 @dataclass
 class Seeded:
     tenant: str
@@ -128,10 +134,7 @@ async def seed(settings, nc, shared_data: Path, workdir: Path) -> Seeded:
                               author="harness")
     for kind, body in (("network", (shared_data / "battledim" / "L-TOWN.inp").read_bytes()),
                        ("tariff", LTOWN_TARIFF), ("rules", LTOWN_RULES),
-                       ("alerts", {"rules": [{"name": "t1-high", "kind": "threshold",
-                                              "sensors": ["T1"], "above": 1.0,
-                                              "severity": "warning", "notify": False,
-                                              "max_age_s": 1e9}]})):
+                       ("alerts", {"rules": [ALERT_RULE]})):
         await store.put(tenant, kind, body, author="harness", reason="harness")
     for name, scopes in (("ada-admin", ["admin"]), ("olga", ["operate", "write"]),
                          ("viewer", ["read"])):
@@ -197,6 +200,38 @@ async def seed(settings, nc, shared_data: Path, workdir: Path) -> Seeded:
         await asyncio.to_thread(db.wait_for_wal, table, 60.0)
     s.seed_s = time.monotonic() - t0
     return s
+
+
+async def raise_overflow_alert(nc, s: Seeded, level_m: float = 4.2) -> None:
+    """A rule above anything in the files (T1 over 3.95 m), then T1 reported at
+    ``level_m`` now, as a tenant's own NATS user would publish it: the alerts processor
+    raises a new alert."""
+    from bus.publish import publish
+    from contracts.base import new_id, utc_now
+    from contracts.readings import ReadingsReported, Series
+    from ops.config_service import ConfigStore
+
+    js = nc.jetstream()
+    await ConfigStore(js).put(s.tenant, "alerts", {"rules": [ALERT_RULE, OVERFLOW_RULE]},
+                              author="harness", reason="a rule for the live test")
+    now = utc_now()
+    await publish(js, ReadingsReported(
+        event_id=new_id(), tenant=s.tenant, occurred_at=now, recorded_at=now,
+        source="harness", series=[Series(sensor_id="T1", unit="m",
+                                         timestamps_ns=[int(now.timestamp() * 1e9)],
+                                         values=[level_m])]))
+
+
+async def request_proposal(nc, s: Seeded, hours: int = 2) -> str:
+    """An ``optimise`` task over ``hours`` from two hours after the start (its own
+    proposal: a new schedule); returns the task id."""
+    from ops.task_service import request_task
+
+    task = await request_task(nc.jetstream(), s.tenant, "optimise",
+                              {"start": (s.start + timedelta(hours=2)).isoformat(),
+                               "horizon_h": hours, "demand": "actual", "time_limit_s": 5},
+                              requested_by="harness")
+    return task.event_id
 
 
 class ConsoleServer:

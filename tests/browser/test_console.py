@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from tests.browser.conftest import DESKTOP, TABLET
-from tests.browser.harness import OTHER_NAME, OTHER_SENSOR, redated_csv
+from tests.browser.harness import (
+    OTHER_NAME, OTHER_SENSOR, raise_overflow_alert, redated_csv, request_proposal,
+)
 
 pytestmark = pytest.mark.servers
 STATE: dict = {}  # what one test leaves for a later one (the what-if's task)
@@ -289,6 +291,56 @@ def test_whatif_result_against_the_baseline(console, browser):
     browser.visit(f"/schedule/{mine['schedule_id']}")
     assert "demand ×1.15" in browser.text("what-if-note")
     assert "what-if" in browser.text("why-not").lower()
+
+
+def test_live_updates_announce_a_new_schedule_and_an_alert(console, browser):
+    """A page left open announces, without a reload, a schedule proposed by an
+    ``optimise`` task and an alert raised from a reading, and counts the open alerts."""
+    from selenium.webdriver.common.by import By
+
+    s = console.seeded
+    tok = s.tokens["viewer"]
+    browser.visit("/tasks")
+    d = browser.driver
+    until(lambda: d.execute_script("return document.body.dataset.liveReady"), 60,
+          "the page's first poll of /console/live")
+    known = {x["schedule_id"] for x in console.api("/v1/schedules", tok, days=2).json()
+             ["schedules"]}
+    before = console.api("/v1/alerts", tok, state="open").json()["alerts"]
+    badge = d.find_element(By.ID, "alert-badge")
+    assert badge.get_attribute("textContent") == str(len(before))
+    assert d.find_element(By.ID, "live-banner").get_attribute("hidden") is not None
+    console.call(raise_overflow_alert(console.nc, s))
+    console.call(request_proposal(console.nc, s))
+
+    def new_alert():
+        now_open = console.api("/v1/alerts", tok, state="open").json()["alerts"]
+        fresh = [a for a in now_open if a["alert_id"] not in {b["alert_id"] for b in before}]
+        return fresh[0] if fresh else None
+    alert = until(new_alert, 90, "the overflow alert in the API")
+    assert alert["severity"] == "critical"
+    until(lambda: d.find_elements(By.CSS_SELECTOR,
+                                  f'#live-banner li[data-news="alert:{alert["alert_id"]}"]'),
+          60, "the alert announced on the open page")
+    assert alert["message"] in browser.text("live-banner")
+    until(lambda: badge.get_attribute("textContent") == str(len(before) + 1), 30,
+          "the badge counting the new alert")
+
+    def new_schedule():
+        listed = console.api("/v1/schedules", tok, days=2).json()["schedules"]
+        return next((x for x in listed if x["schedule_id"] not in known), None)
+    proposed = until(new_schedule, 150, "the new proposal in the API")
+    item = until(lambda: d.find_elements(
+        By.CSS_SELECTOR, f'#live-banner li[data-news="schedule:{proposed["schedule_id"]}"]'),
+        60, "the proposal announced on the open page")[0]
+    link = item.find_element(By.TAG_NAME, "a").get_attribute("href")
+    assert link.endswith(f"/schedule/{proposed['schedule_id']}")
+    # both stay until dismissed
+    assert d.find_elements(By.CSS_SELECTOR, f'#live-banner li[data-news="alert:{alert["alert_id"]}"]')
+    browser.check_console("live updates")
+    browser.screenshot("live-banner")
+    d.find_element(By.ID, "live-dismiss").click()
+    assert d.find_element(By.ID, "live-banner").get_attribute("hidden") is not None
 
 
 def test_configuration_history_and_an_admin_edit(console, browser):

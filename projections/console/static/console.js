@@ -44,8 +44,24 @@
     setInterval(tick, every);
   }
 
-  // -- live: a schedule proposed, an alert raised (polling /console/live)
+  // -- live: a schedule proposed, an alert raised (polling /console/live).  What was
+  // there at the first poll is known; anything newer is announced in the banner, which
+  // keeps every announcement until it is dismissed (body[data-live-ready] = first poll done).
   let seen = null;
+  const told = [];
+  function announce(key, html) {
+    if (told.some(function (t) { return t.key === key; })) return;
+    told.push({key: key, html: html});
+    while (told.length > 5) told.shift();
+    const b = document.getElementById("live-banner");
+    if (!b) return;
+    b.innerHTML = "<ul>" + told.map(function (t) { return '<li data-news="' + escapeHtml(t.key) + '">' + t.html + "</li>"; }).join("") +
+      '</ul><button type="button" class="dismiss" id="live-dismiss" aria-label="dismiss">&times;</button>';
+    b.hidden = false;
+    document.getElementById("live-dismiss").addEventListener("click", function () {
+      told.length = 0; b.hidden = true; b.innerHTML = "";
+    });
+  }
   async function live() {
     if (!csrf) return;
     try {
@@ -60,20 +76,17 @@
         badge.title = now.open_alerts + " open alert(s)";
       }
       if (seen !== null) {
-        const news = [];
         if (now.latest_schedule && now.latest_schedule !== seen.latest_schedule) {
-          news.push('A new schedule was proposed: <a href="/schedule/' + now.latest_schedule + '">review it</a>.');
+          announce("schedule:" + now.latest_schedule, 'A new schedule was proposed at ' +
+            escapeHtml(now.latest_schedule_at || "") + ': <a href="/schedule/' + encodeURIComponent(now.latest_schedule) + '">review it</a>.');
         }
         if (now.latest_alert && now.latest_alert !== seen.latest_alert) {
-          news.push('An alert was raised: <a href="/alerts">' + escapeHtml(now.latest_alert_message || "see alerts") + "</a>.");
-        }
-        if (news.length) {
-          const b = document.getElementById("live-banner");
-          b.innerHTML = news.join(" ");
-          b.hidden = false;
+          announce("alert:" + now.latest_alert, 'An alert was raised: <a href="/alerts">' +
+            escapeHtml(now.latest_alert_message || "see alerts") + "</a>.");
         }
       }
       seen = now;
+      document.body.dataset.liveReady = "1";
     } catch (e) { /* try again at the next tick */ }
   }
   function escapeHtml(s) {
