@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,7 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 from opentelemetry import trace
 
-from bus import resources, tracing
+from bus import metrics, resources, tracing
 from bus.publish import publish
 from bus.outputs import OutputLog
 from bus.pull import Puller
@@ -107,6 +108,8 @@ class Runner:
         self.stats = RunnerStats()
         self._last_error: dict[int, str] = {}
         self._log = log.bind(processor=component.name, stream=consumer.stream)
+        # metric attributes: the consumer (a component may run on several, replays)
+        self._attrs = {"component": consumer.durable, "stream": consumer.stream}
 
     # ------------------------------------------------------------ main loop
 
@@ -129,6 +132,7 @@ class Runner:
                 if not msgs:
                     continue
                 self.stats.batches += 1
+                metrics.record("tagus.runner.batch.size", len(msgs), **self._attrs)
                 if self.select is not None:
                     msgs = await self._skip_unselected(msgs)
                 if isinstance(self.component, Processor):
@@ -187,6 +191,7 @@ class Runner:
             attributes={"tagus.processor": self.component.name, "tagus.tenant": event.tenant,
                         "tagus.event_id": event.event_id, "messaging.destination": msg.subject},
         ):
+            t0 = time.perf_counter()
             try:
                 outputs = await self._with_heartbeat([msg, *waiting],
                                                      self._handle_and_publish(event))
@@ -197,6 +202,8 @@ class Runner:
                 await self._retry_or_dead_letter(msg, e, bound)
                 return
             await msg.ack()
+        metrics.record("tagus.runner.handle.duration", time.perf_counter() - t0, **self._attrs)
+        metrics.add("tagus.runner.handled", 1, **self._attrs)
         self.stats.handled += 1
         self.stats.last_stream_seq = meta.sequence.stream
         bound.info("handled", outputs=outputs, deliveries=meta.num_delivered)
@@ -226,6 +233,8 @@ class Runner:
                 else:
                     ack = await publish(self.js, out)
                     self.stats.published += 1
+                    metrics.add("tagus.runner.published", 1, **self._attrs)
+                    metrics.account_outputs(out)
                     self.stats.duplicates += int(bool(ack.duplicate))
                 ids.append(out.event_id)
             if ids != before:
@@ -253,6 +262,7 @@ class Runner:
         meta = msg.metadata
         reason = f"{type(error).__name__}: {error}"
         self._last_error[meta.sequence.stream] = reason
+        metrics.add("tagus.runner.failures", 1, error=type(error).__name__, **self._attrs)
         if meta.num_delivered >= self.consumer.max_deliver:
             await self._dead_letter_msg(
                 msg, "max_deliveries",
@@ -285,6 +295,7 @@ class Runner:
             context=tracing.extract(good[0][0].headers),
             attributes={"tagus.processor": self.component.name, "tagus.batch": len(good)},
         ):
+            t0 = time.perf_counter()
             try:
                 await self._with_heartbeat([m for m, _ in good],
                                            self._write([e for _, e in good]))
@@ -299,6 +310,8 @@ class Runner:
                 return
         for msg, _ in good:
             await msg.ack()
+        metrics.record("tagus.runner.handle.duration", time.perf_counter() - t0, **self._attrs)
+        metrics.add("tagus.runner.handled", len(good), **self._attrs)
         self.stats.handled += len(good)
         self.stats.last_stream_seq = good[-1][0].metadata.sequence.stream
         self._log.info("batch written", events=len(good),
@@ -323,6 +336,7 @@ class Runner:
             await self._retry_or_dead_letter(msg, e, self._log.bind(event_id=event.event_id))
             return
         await msg.ack()
+        metrics.add("tagus.runner.handled", 1, **self._attrs)
         self.stats.handled += 1
 
     # ------------------------------------------------------------ dead letters
@@ -355,6 +369,7 @@ class Runner:
         if ack.duplicate:  # the same message parked already (last delivery + advisory)
             return
         self.stats.dead_lettered += 1
+        metrics.add("tagus.runner.dead_letters", 1, error_kind=kind, **self._attrs)
         self._log.error("dead-lettered", stream_seq=stream_seq, subject=subject,
                         error_kind=kind, reason=reason, deliveries=deliveries)
 

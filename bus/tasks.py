@@ -41,7 +41,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from bus import resources
+from bus import metrics, resources
 from bus.components import Blob, Context, TaskWorker
 from bus.outputs import OutputLog
 from bus.publish import publish
@@ -389,6 +389,8 @@ class TaskRunner:
                                              queued_s=round(queued, 3)))
         self.stats.started += 1
         self.stats.starts.append((tenant, task_id, time.time()))
+        metrics.record("tagus.task.queued", queued, kind=event.kind,
+                       component=self.consumer.durable)
         bound.info("task started", attempt=attempt, queued_s=round(queued, 3))
         limit = event.time_limit_s or self.worker.time_limit_s
         try:
@@ -399,11 +401,16 @@ class TaskRunner:
                 await msg.nak()
             raise
         duration = round(time.monotonic() - started, 3)
+        metrics.record("tagus.task.duration", duration, kind=event.kind,
+                       component=self.consumer.durable,
+                       outcome={"done": "completed"}.get(outcome, outcome))
         if outcome == "done":
             await self._publish(self._transition(event, TaskCompleted, "completed",
                                                  outputs=ids, duration_s=duration))
             await self.states.change(tenant, task_id, _finish("completed"))
             self.stats.completed += 1
+            metrics.add("tagus.task.outcomes", 1, kind=event.kind,
+                        component=self.consumer.durable, outcome="completed")
             bound.info("task completed", outputs=len(ids), duration_s=duration)
             await msg.ack()
         elif outcome == "cancelled":
@@ -421,6 +428,8 @@ class TaskRunner:
             delay = min(2.0 * 4 ** (attempt - 1), 300.0)
             await self.states.change(tenant, task_id, _requeue)
             self.stats.retried += 1
+            metrics.add("tagus.task.outcomes", 1, kind=event.kind,
+                        component=self.consumer.durable, outcome="retried")
             bound.warning("task failed; will retry", error=detail, delay_s=delay,
                           attempt=attempt)
             with contextlib.suppress(Exception):
@@ -521,6 +530,8 @@ class TaskRunner:
                                              attempt=attempt))
         await self.states.change(event.tenant, event.event_id, _finish("failed"))
         self.stats.failed += 1
+        metrics.add("tagus.task.outcomes", 1, kind=event.kind,
+                    component=self.consumer.durable, outcome="failed")
         self._log.warning("task failed", tenant=event.tenant, task_id=event.event_id,
                           reason=reason, detail=detail[:300], retryable=retryable)
 
@@ -531,6 +542,8 @@ class TaskRunner:
                                              while_running=while_running))
         await self.states.change(event.tenant, event.event_id, _finish("cancelled"))
         self.stats.cancelled += 1
+        metrics.add("tagus.task.outcomes", 1, kind=event.kind,
+                    component=self.consumer.durable, outcome="cancelled")
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         from contracts.base import TENANT_RE
@@ -550,6 +563,8 @@ class TaskRunner:
             error_kind="unroutable", reason=reason, deliveries=meta.num_delivered))
         await msg.term()
         self.stats.dead_lettered += 1
+        metrics.add("tagus.runner.dead_letters", 1, error_kind="unroutable",
+                    component=self.consumer.durable, stream=self.consumer.stream)
 
 
 def _requeue(s: TaskState) -> TaskState | None:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from bus.topology import ensure_topology
 from contracts.errors import TenantConfigError
-from ops import wiring
+from ops import telemetry, wiring
 from ops.service import install_stop_signals
 from ops.settings import Settings
 from producers.dropfolder import DropFolder
@@ -54,6 +54,8 @@ async def serve(settings: Settings) -> None:
         intake = Intake(nc.jetstream(), nc=nc)
         tokens = await wiring.token_view(settings, nc)
         app = create_intake_app(tokens, intake.submit)
+        telemetry.configure_metrics("tagus-intake", settings.otlp_endpoint)
+        telemetry.instrument_app(app, "intake", ready=telemetry.nats_ready(nc))
         tasks = [
             serve_intake(app, settings.api_host, settings.intake_http_port, stop=stop),
             DropFolder(drop_dir, intake).run(stop),

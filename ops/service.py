@@ -94,10 +94,18 @@ async def run_components(settings: Settings, names: list[str], stop: asyncio.Eve
     if unknown:
         raise SystemExit(f"unknown component(s) {unknown}; known: {sorted(comps)}")
     topo = wiring.topology(settings)
-    nc = await wiring.nats_connection(settings, name="tagus-" + "+".join(names))
+    from ops.telemetry import runner_health
+
+    service = "tagus-" + "+".join(names)
+    nc = await wiring.nats_connection(settings, name=service)
     try:
         runners = [runner_for(nc, comps[n], topo.consumer(n), batch=batch) for n in names]
-        return list(await asyncio.gather(*(r.run(stop) for r in runners)))
+        tasks = {n: asyncio.create_task(r.run(stop)) for n, r in zip(names, runners,
+                                                                      strict=True)}
+        # TAGUS_METRICS_PORT: /healthz, /readyz, /metrics while the runners run
+        async with runner_health(settings, nc, [topo.consumer(n) for n in names], tasks,
+                                 service):
+            return list(await asyncio.gather(*tasks.values()))
     finally:
         await nc.drain()
 

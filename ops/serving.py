@@ -46,7 +46,7 @@ async def _serve_api(settings: Settings, config: ApiConfig) -> None:
     configuration, ``/v1/config`` reads and writes it."""
     import uvicorn
 
-    from ops import wiring
+    from ops import telemetry, wiring
     from ops.config_service import ConfigStore
     from ops.task_service import TaskDesk
     from projections.api import create_app
@@ -58,6 +58,8 @@ async def _serve_api(settings: Settings, config: ApiConfig) -> None:
         store = ConfigStore(nc.jetstream(), known_sensors=wiring.sensor_lister(settings))
         app = create_app(config, tokens=tokens, config_store=store,
                          tasks=TaskDesk(nc.jetstream()))
+        telemetry.configure_metrics("tagus-api", settings.otlp_endpoint)
+        telemetry.instrument_app(app, "api")  # GET /metrics; /healthz, /readyz are its own
         server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port,
                                                access_log=False,
                                                log_level=config.log_level.lower()))

@@ -99,7 +99,16 @@ class Settings(BaseSettings):
     # Telemetry
     log_level: str = "INFO"
     otlp_endpoint: str | None = Field(
-        None, description="OTLP/HTTP traces endpoint; unset = spans are not exported"
+        None, description="OTLP/HTTP traces endpoint; unset = spans are not exported. "
+        "Metrics go to the same collector's /v1/metrics (ops/telemetry.py)"
+    )
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(
+        None, description="`tagus run`: serve /healthz, /readyz and /metrics (Prometheus) "
+        "on this port; 0 = a free port (logged); unset = no listener"
+    )
+    metrics_poll_s: float = Field(
+        5.0, description="how often `tagus run` reads its consumers' info for the lag gauge"
     )
 
     @property

@@ -51,6 +51,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bus import metrics
 from bus.storage import mapping_key
 from bus.tokens import SCOPES, TokenRecord
 from contracts.errors import ContractError, ForbiddenError, TenantConfigError, TransientError
@@ -65,6 +66,8 @@ RETRY_AFTER_S = 5
 MAX_INFLATING = 2  # bodies inflated and checked at once (worker threads)
 
 log = structlog.get_logger("tagus.intake.http")
+
+_DOORS = ("/api/v2/write", "/write", "/v1/readings")  # metric attribute: the door's path
 
 _CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not found",
           405: "method not allowed", 413: "request too large", 415: "unsupported media type",
@@ -237,6 +240,9 @@ def create_intake_app(tokens: Tokens, submit: Submit, *,
     async def _refused(request: Request, e: IntakeHTTPError) -> JSONResponse:
         log.info("intake_refused", path=request.url.path, status=e.status, code=e.code,
                  message=e.message)
+        path = request.url.path
+        metrics.add("tagus.intake.requests", 1, door=path if path in _DOORS else "other",
+                    outcome="refused", status=e.status)
         return JSONResponse({"code": e.code, "message": e.message}, status_code=e.status,
                             headers=e.headers)
 
@@ -300,6 +306,9 @@ def create_intake_app(tokens: Tokens, submit: Submit, *,
             raise IntakeHTTPError(400, "invalid", str(e)) from None
         log.info("intake_accepted", tenant=record.tenant, token=record.name, source=source,
                  size_bytes=len(body), intake_id=event.event_id)
+        path = request.url.path
+        metrics.add("tagus.intake.requests", 1, door=path if path in _DOORS else "other",
+                    outcome="accepted", status=202 if path == "/v1/readings" else 204)
         return event
 
     def _lp_params(precision: str | None, default: str, **extra: str | None) -> dict[str, str]:

@@ -42,6 +42,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, ObjectNotFoundError
 
+from bus import metrics
 from bus.publish import publish
 from bus.storage import INTAKE_BUCKET, SEEN_BUCKET, get_mapping, mapping_version
 from contracts.base import derive_id, new_id, utc_now, validate_tenant
@@ -164,6 +165,8 @@ class Intake:
                             f" now {sha[:12]}...); send a new key for new data")
                     log.info("already ingested", tenant=u.tenant, sha256=sha,
                              identity=u.identity, intake_id=first.event_id)
+                    metrics.add("tagus.intake.uploads", 1, source=u.source,
+                                outcome="duplicate")
                     return Submitted(first, duplicate=True)
             name = f"{u.tenant}/{sha}"
             await self._store(f, name, size)
@@ -176,6 +179,8 @@ class Intake:
             await publish(self.js, event)
             if seen_key is not None:
                 await seen.put(seen_key, encode(event))
+        metrics.add("tagus.intake.uploads", 1, source=u.source, outcome="received")
+        metrics.add("tagus.intake.bytes", size, source=u.source)
         log.info("intake received", tenant=u.tenant, source=u.source, filename=u.filename,
                  sha256=sha, size_bytes=size, identity=u.identity, intake_id=event.event_id)
         return Submitted(event, duplicate=False)
