@@ -23,4 +23,24 @@ def serve(settings, args):
         return opcua_service.serve(settings)
     from ops import intake_service
 
-    return intake_service.serve(settings)
+    return _with_mail_poller(settings, intake_service.serve(settings))
+
+
+async def _with_mail_poller(settings, intake) -> int:
+    """The intake service and beside it the mail poller, idle until a tenant configures
+    a ``mailbox`` (``TAGUS_MAIL_POLLER=off``: left to `tagus run mail-poller`).  It stops
+    when the intake service has stopped (which handles the signals)."""
+    import asyncio
+    import os
+
+    from ops.commands.run import mail_poller
+
+    if os.environ.get("TAGUS_MAIL_POLLER", "on").lower() in ("off", "0", "false", "no"):
+        return await intake
+    stop = asyncio.Event()
+    mail = asyncio.create_task(mail_poller(settings, stop))
+    try:
+        return await intake
+    finally:
+        stop.set()
+        await mail
