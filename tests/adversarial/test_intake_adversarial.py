@@ -339,7 +339,7 @@ class _PolledAPI:
 def _private_nats(settings, root: Path):
     return settings.model_copy(update={
         "data_dir": root, "nats_url": None, "nats_port": stack.free_port(),
-        "nats_monitor_port": stack.free_port()})
+        "nats_monitor_port": stack.free_port(), "nats_mqtt_port": None})  # the session's owns it
 
 
 def _kill_nats(settings) -> None:

@@ -25,8 +25,18 @@ from tests.schedule_support import released
 
 pytestmark = pytest.mark.servers
 HOUR = timedelta(hours=1)
-# now is in period 1 of every schedule below
-START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - HOUR
+
+
+@pytest.fixture
+def start() -> datetime:
+    """The start of the hour before now, so that now is in period 1 of every schedule
+    below (taken when the test starts, not at import: a suite crossing an hour moved
+    now into period 2).  Near the end of an hour, wait for the next one first."""
+    now = datetime.now(UTC)
+    if now.minute == 59 and now.second >= 30:
+        time.sleep(61 - now.second)
+        now = datetime.now(UTC)
+    return now.replace(minute=0, second=0, microsecond=0) - HOUR
 
 
 @pytest.fixture
@@ -70,23 +80,23 @@ class Changes:
         self.seen.append((node.nodeid.Identifier, val, time.monotonic()))
 
 
-async def test_a_subscription_hears_a_new_release_within_a_second(nc, site):
+async def test_a_subscription_hears_a_new_release_within_a_second(start, nc, site):
     url, a, _, tokens = site
-    await publish(nc.jetstream(), released(a, 1, START, {"P1": [0.0, 1.0, 0.0, 1.0]}))
+    await publish(nc.jetstream(), released(a, 1, start, {"P1": [0.0, 1.0, 0.0, 1.0]}))
     async with client(url, a, tokens[a]) as c:
         version = await tenant_node(c, a, "Version")
         command = await tenant_node(c, a, "Pumps/P1/Command")
         await eventually(lambda: version.read_value(), timeout_s=5, what="version 1 shown")
         assert await command.read_value() == 1.0  # period 1 of version 1
         assert await (await tenant_node(c, a, "Pumps/P1/NextChangeAt")).read_value() == (
-            START + 2 * HOUR)
+            start + 2 * HOUR)
         changes = Changes()
         sub = await c.create_subscription(50, changes)
         await sub.subscribe_data_change([version, command])
         await eventually(lambda: len(changes.seen) >= 2, timeout_s=5, what="initial values")
         sent = time.monotonic()
-        await publish(nc.jetstream(), released(a, 2, START, {"P1": [0.0, 0.6, 0.6, 0.6]},
-                                               released_at=START + HOUR / 2))
+        await publish(nc.jetstream(), released(a, 2, start, {"P1": [0.0, 0.6, 0.6, 0.6]},
+                                               released_at=start + HOUR / 2))
         await eventually(lambda: any(n == f"{a}/Pumps/P1/Command" and v == 0.6
                                      for n, v, _ in changes.seen), timeout_s=5,
                          what="the new command")
@@ -97,9 +107,9 @@ async def test_a_subscription_hears_a_new_release_within_a_second(nc, site):
         assert speeds == [0.0, 0.6, 0.6, 0.6]
 
 
-async def test_scada_acknowledges_by_writing_the_version_it_loaded(nc, site):
+async def test_scada_acknowledges_by_writing_the_version_it_loaded(start, nc, site):
     url, a, _, tokens = site
-    schedule = released(a, 3, START, {"P1": [1.0, 1.0]})
+    schedule = released(a, 3, start, {"P1": [1.0, 1.0]})
     await publish(nc.jetstream(), schedule)
     async with client(url, a, tokens[a]) as c:
         ack = await tenant_node(c, a, "AckVersion")
@@ -121,10 +131,10 @@ async def _value(c: Client, tenant: str, path: str):
     return await (await tenant_node(c, tenant, path)).read_value()
 
 
-async def test_a_tenants_user_sees_and_touches_only_its_own_nodes(nc, site):
+async def test_a_tenants_user_sees_and_touches_only_its_own_nodes(start, nc, site):
     url, a, b, tokens = site
     for tenant in (a, b):
-        await publish(nc.jetstream(), released(tenant, 1, START, {"P1": [1.0, 1.0]}))
+        await publish(nc.jetstream(), released(tenant, 1, start, {"P1": [1.0, 1.0]}))
     async with client(url, a, tokens[a]) as ca, client(url, b, tokens[b]) as c:
         theirs_sub = await ca.create_subscription(50, Changes())
         await eventually(lambda: _value(c, b, "Version"), timeout_s=5, what="B's schedule")
