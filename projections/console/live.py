@@ -17,11 +17,28 @@ from fastapi.responses import Response
 
 from contracts.base import utc_now
 from projections import alerts, schedules
+from projections.api import queries
 from projections.api.errors import json_response
-from projections.console import web
+from projections.console import page_schedule, web
 from projections.console.session import Operator, operator
 
 router = APIRouter(route_class=web.ConsoleRoute, include_in_schema=False)
+_WHAT_IF: dict[tuple[str, str], bool] = {}  # (tenant, schedule) -> a what-if's; never changes
+
+
+async def _is_what_if(conn, tenant: str, schedule_id: str) -> bool | None:
+    """Whether a what-if run proposed the schedule (remembered once its task is known;
+    None while it is not)."""
+    key = (tenant, schedule_id)
+    if key not in _WHAT_IF:
+        task_id = (await schedules.schedule_detail(conn, tenant, schedule_id)).get(
+            "plan", {}).get("task_id")
+        if not task_id or not await queries.task(conn, tenant, task_id):
+            return None  # its task is not projected yet: ask again at the next poll
+        _WHAT_IF[key] = bool(await page_schedule.what_if_of(conn, tenant, task_id))
+        while len(_WHAT_IF) > 2000:
+            _WHAT_IF.pop(next(iter(_WHAT_IF)))
+    return _WHAT_IF[key]
 
 
 @router.get("/console/live")
@@ -32,6 +49,8 @@ async def live(request: Request, who: Operator = Depends(operator)):
                                                 since=now - timedelta(days=2), limit=1)
         open_alerts = await alerts.list_alerts(conn, who.tenant, since=now, open_only=True,
                                                limit=500)
+        what_if = (await _is_what_if(conn, who.tenant, recent[0]["schedule_id"])
+                   if recent else False)
     newest = max(open_alerts, key=lambda a: a["raised_at"] or "", default=None)
     zone = (await web.tenant_facts(request, who.tenant))["zone"] if recent else "UTC"
     return json_response({
@@ -39,8 +58,10 @@ async def live(request: Request, who: Operator = Depends(operator)):
         "latest_schedule_state": recent[0]["state"] if recent else None,
         "latest_schedule_at": (web.local(recent[0]["proposed_at"], zone) + f" ({zone})"
                                if recent else None),
+        "latest_schedule_what_if": what_if,
         "open_alerts": len(open_alerts),
         "latest_alert": newest["alert_id"] if newest else None,
+        "latest_alert_at": newest["raised_at"] if newest else None,
         "latest_alert_message": newest["message"] if newest else None},
         headers={"Cache-Control": "no-store"})
 

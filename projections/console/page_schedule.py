@@ -50,7 +50,7 @@ def plan_diff(new: dict, old: dict) -> dict:
     return {"compared": compared, "changed": changed}
 
 
-async def _what_if(conn, tenant: str, task_id: str | None) -> dict | None:
+async def what_if_of(conn, tenant: str, task_id: str | None) -> dict | None:
     """The what-if parameters of the task that proposed a schedule, if it was one."""
     if not task_id:
         return None
@@ -115,7 +115,7 @@ async def _page(request: Request, who: Operator, schedule_id: str | None):
             schedule_id = listed[0]["schedule_id"]
         if schedule_id is not None:
             detail = await schedules.schedule_detail(conn, tenant, schedule_id)
-            what_if = await _what_if(conn, tenant, detail.get("plan", {}).get("task_id"))
+            what_if = await what_if_of(conn, tenant, detail.get("plan", {}).get("task_id"))
             previous = await _previous_release(conn, tenant, detail, listed)
             if previous is not None:
                 diff = plan_diff(detail, previous)
@@ -191,7 +191,7 @@ async def approve(request: Request, schedule_id: str = PathParam(),
     require(request, who, "operate")
     async with request.app.state.db.session(who.tenant) as conn:
         detail = await schedules.schedule_detail(conn, who.tenant, schedule_id)
-        what_if = await _what_if(conn, who.tenant, detail.get("plan", {}).get("task_id"))
+        what_if = await what_if_of(conn, who.tenant, detail.get("plan", {}).get("task_id"))
     if what_if:
         raise ContractError(f"schedule {schedule_id} is a what-if run: it is not released")
     desk = _desk(request)

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.browser.conftest import DESKTOP, TABLET
-from tests.browser.harness import (
+from ops.dev.console_browser import DESKTOP, TABLET
+from ops.dev.console_harness import (
     OTHER_NAME, OTHER_SENSOR, raise_overflow_alert, redated_csv, request_proposal,
 )
 
@@ -285,6 +285,7 @@ def test_whatif_result_against_the_baseline(console, browser):
     tok = console.seeded.tokens["viewer"]
     listed = console.api("/v1/schedules", tok, days=1).json()["schedules"]
     mine = next(x for x in listed if x["schedule_id"] != console.seeded.schedule_id)
+    STATE["whatif_schedule"] = mine["schedule_id"]
     assert browser.text("whatif-baseline") == money(mine["baseline_cost"])
     assert browser.text("whatif-cost") == money(mine["cost"])
     # a what-if is labelled as one and never offered for approval
@@ -309,6 +310,12 @@ def test_live_updates_announce_a_new_schedule_and_an_alert(console, browser):
     before = console.api("/v1/alerts", tok, state="open").json()["alerts"]
     badge = d.find_element(By.ID, "alert-badge")
     assert badge.get_attribute("textContent") == str(len(before))
+    # the what-if's result was announced as one (the banner follows from page to page
+    # until dismissed), not as a schedule to review
+    item = d.find_element(By.CSS_SELECTOR,
+                          f'#live-banner li[data-news="schedule:{STATE["whatif_schedule"]}"]')
+    assert "A what-if run finished" in item.text and "review" not in item.text
+    d.find_element(By.ID, "live-dismiss").click()
     assert d.find_element(By.ID, "live-banner").get_attribute("hidden") is not None
     console.call(raise_overflow_alert(console.nc, s))
     console.call(request_proposal(console.nc, s))

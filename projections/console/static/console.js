@@ -46,21 +46,35 @@
 
   // -- live: a schedule proposed, an alert raised (polling /console/live).  What was
   // there at the first poll is known; anything newer is announced in the banner, which
-  // keeps every announcement until it is dismissed (body[data-live-ready] = first poll done).
-  let seen = null;
-  const told = [];
-  function announce(key, html) {
-    if (told.some(function (t) { return t.key === key; })) return;
-    told.push({key: key, html: html});
-    while (told.length > 5) told.shift();
+  // keeps every announcement, from page to page of the session, until it is dismissed
+  // (sessionStorage, keyed by the session's CSRF token; body[data-live-ready] = first
+  // poll done).
+  const key = "tagus-live:" + csrf;
+  function recall() {
+    try { return JSON.parse(window.sessionStorage.getItem(key) || "null"); } catch (e) { return null; }
+  }
+  function remember() {
+    try { window.sessionStorage.setItem(key, JSON.stringify({seen: seen, told: told})); } catch (e) { /* private mode */ }
+  }
+  const kept = recall() || {};
+  let seen = kept.seen || null;
+  const told = kept.told || [];
+  function showBanner() {
     const b = document.getElementById("live-banner");
     if (!b) return;
+    if (!told.length) { b.hidden = true; b.innerHTML = ""; return; }
     b.innerHTML = "<ul>" + told.map(function (t) { return '<li data-news="' + escapeHtml(t.key) + '">' + t.html + "</li>"; }).join("") +
       '</ul><button type="button" class="dismiss" id="live-dismiss" aria-label="dismiss">&times;</button>';
     b.hidden = false;
     document.getElementById("live-dismiss").addEventListener("click", function () {
-      told.length = 0; b.hidden = true; b.innerHTML = "";
+      told.length = 0; remember(); showBanner();
     });
+  }
+  function announce(key, html) {
+    if (told.some(function (t) { return t.key === key; })) return;
+    told.push({key: key, html: html});
+    while (told.length > 5) told.shift();
+    showBanner();
   }
   async function live() {
     if (!csrf) return;
@@ -76,16 +90,24 @@
         badge.title = now.open_alerts + " open alert(s)";
       }
       if (seen !== null) {
-        if (now.latest_schedule && now.latest_schedule !== seen.latest_schedule) {
-          announce("schedule:" + now.latest_schedule, 'A new schedule was proposed at ' +
-            escapeHtml(now.latest_schedule_at || "") + ': <a href="/schedule/' + encodeURIComponent(now.latest_schedule) + '">review it</a>.');
+        if (now.latest_schedule && now.latest_schedule !== seen.latest_schedule &&
+            now.latest_schedule_what_if === null) {
+          now.latest_schedule = seen.latest_schedule;  // what it is is not known yet: next poll
+        } else if (now.latest_schedule && now.latest_schedule !== seen.latest_schedule) {
+          const link = '<a href="/schedule/' + encodeURIComponent(now.latest_schedule) + '">';
+          announce("schedule:" + now.latest_schedule, now.latest_schedule_what_if
+            ? "A what-if run finished at " + escapeHtml(now.latest_schedule_at || "") + ": " + link + "see it</a> (for comparison only)."
+            : "A new schedule was proposed at " + escapeHtml(now.latest_schedule_at || "") + ": " + link + "review it</a>.");
         }
-        if (now.latest_alert && now.latest_alert !== seen.latest_alert) {
+        if (now.latest_alert && now.latest_alert !== seen.latest_alert &&
+            !(seen.latest_alert_at && now.latest_alert_at <= seen.latest_alert_at)) {  // not an older one left open
           announce("alert:" + now.latest_alert, 'An alert was raised: <a href="/alerts">' +
             escapeHtml(now.latest_alert_message || "see alerts") + "</a>.");
         }
       }
-      seen = now;
+      seen = {latest_schedule: now.latest_schedule, latest_alert: now.latest_alert,
+              latest_alert_at: now.latest_alert_at};
+      remember();
       document.body.dataset.liveReady = "1";
     } catch (e) { /* try again at the next tick */ }
   }
@@ -136,6 +158,7 @@
     document.querySelectorAll("[data-refresh]").forEach(refresher);
     document.querySelectorAll(".dropzone").forEach(dropzone);
     const every = Number(document.body.dataset.liveEvery || 10) * 1000;
+    if (csrf) showBanner();
     live();
     setInterval(live, every);
   });

@@ -16,9 +16,9 @@ cost KPIs.  A threshold rule on T1 raises a real alert from the readings.  A sec
 tenant with a sensor of its own (``zz_other_level``) is there to never show up.
 
 Everything runs on one asyncio loop in a background thread (NATS connections, the
-components, uvicorn), so a synchronous Selenium test can drive the browser meanwhile.
-By hand: ``.venv/bin/python -m tests.browser.harness`` starts a stack in a temporary
-folder, seeds it, prints the URL and the tokens, and serves until Ctrl-C.
+components, uvicorn), so a synchronous Selenium driver can use the browser meanwhile.
+Used by the browser tests (``tests/browser/``) and ``tagus screenshots`` (which can also
+just serve it: ``tagus screenshots --serve``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import csv
 import io
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,7 +159,8 @@ async def seed(settings, nc, shared_data: Path, workdir: Path) -> Seeded:
         path.write_bytes(body)
         result = await ingest(settings, path, who, mapping, process="no", progress=False,
                               timeout_s=120)
-        assert type(result.outcome).__name__ == "IntakeParsed", result.outcome
+        if type(result.outcome).__name__ != "IntakeParsed":
+            raise RuntimeError(f"seeding {path.name}: expected it parsed, got {result.outcome}")
         if who == tenant:
             s.intakes.append(result.intake.event_id)
     await store.put(tenant, "assets", LTOWN_ASSETS, author="harness", reason="harness")
@@ -170,7 +172,8 @@ async def seed(settings, nc, shared_data: Path, workdir: Path) -> Seeded:
                                "demand": "actual", "time_limit_s": 20},
                               requested_by="olga")
     done = await wait(js, tenant, task.event_id, timeout_s=240)
-    assert isinstance(done, TaskCompleted), done
+    if not isinstance(done, TaskCompleted):
+        raise RuntimeError(f"seeding: the optimise task did not complete: {done}")
     s.optimise_s = time.monotonic() - t1
     proposed = [o for o in done.outputs if o]
     s.schedule_id = proposed[0] if proposed else ""
@@ -238,9 +241,9 @@ class ConsoleServer:
     """The API and console on a free port, components running, in a thread of its own."""
 
     def __init__(self, settings, shared_data: Path, workdir: Path, *,
-                 reset: bool = False) -> None:
+                 reset: Callable[[object], Awaitable[None]] | None = None) -> None:
         self.settings, self.shared_data, self.workdir = settings, shared_data, workdir
-        self.reset = reset  # empty JetStream first (tests: no other test's backlog)
+        self.reset = reset  # reset(nc) first (tests: empty JetStream, no other test's backlog)
         self.nc = None
         self.seeded: Seeded | None = None
         self.url = ""
@@ -300,10 +303,8 @@ class ConsoleServer:
         try:
             js = nc.jetstream()
             topo = wiring.topology(self.settings)
-            if self.reset:
-                from tests.helpers import reset_jetstream
-
-                await reset_jetstream(nc)
+            if self.reset is not None:
+                await self.reset(nc)
             await ensure_topology(js, topo)
             self.nc = nc
             async with components_running(nc, self.settings, topo, timeout_s=120):
@@ -330,49 +331,3 @@ class ConsoleServer:
         finally:
             await view.close()
             await nc.drain()
-
-
-def main() -> None:
-    """Serve a seeded console until interrupted, on a stack of its own in a temporary
-    folder; ``python -m tests.browser.harness FOLDER`` reuses the stack left in FOLDER
-    by an earlier run (``--down FOLDER`` stops it)."""
-    import json
-    import os
-    import sys
-    import tempfile
-
-    from ops.dev import stack
-    from ops.settings import load_settings
-    from tests.conftest import stack_env
-
-    args = sys.argv[1:]
-    down = bool(args) and args[0] == "--down"
-    root = Path(args[-1]) if args else Path(tempfile.mkdtemp(prefix="tagus-console-"))
-    env_file = root / "env.json"
-    env = json.loads(env_file.read_text()) if env_file.exists() else stack_env(root / "var")
-    env_file.write_text(json.dumps(env))
-    os.environ.update(env)
-    settings = load_settings()
-    if down:
-        print("\n".join(stack.down(settings)))
-        return
-    for line in stack.up(settings):
-        print(line)
-    shared = Path(os.environ.get("TAGUS_SHARED_DATA", REPO.parent / "shared" / "data"))
-    server = ConsoleServer(settings, shared, root).start()
-    s = server.seeded
-    print(f"console: {server.url}/  tenant {s.tenant} (other tenant {s.other})")
-    for name, token in s.tokens.items():
-        print(f"  token {name}: {token}")
-    print(f"  seeded in {s.seed_s:.1f} s (optimise {s.optimise_s:.1f} s); Ctrl-C stops; "
-          f"the stack stays up: --down {root} stops it", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-
-
-if __name__ == "__main__":
-    main()
