@@ -1,4 +1,5 @@
-"""``tagus demo`` and ``tagus bench NAME``: the dev tooling (``ops/dev/``).
+"""``tagus demo``, ``tagus bench NAME`` and ``tagus screenshots``: the dev tooling
+(``ops/dev/``).
 
 A benchmark is a module ``ops/dev/bench_<name>.py`` with ``main(argv) -> int``.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+from pathlib import Path
 
 
 def _benches() -> list[str]:
@@ -25,6 +27,15 @@ def register(sub) -> None:
     p.add_argument("which", choices=_benches())
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(run=bench)
+    p = sub.add_parser("screenshots", help="every console page in headless Chromium on a "
+                                           "private stack, as PNGs (ops/dev/screenshots.py)")
+    p.add_argument("--out", type=Path, default=Path("var") / "console-screenshots",
+                   help="folder for the PNGs (default var/console-screenshots)")
+    p.add_argument("--docs", action="store_true",
+                   help="also the README's pictures, into docs/console/")
+    p.add_argument("--serve", action="store_true",
+                   help="seed the console and serve it until Ctrl-C instead")
+    p.set_defaults(run=screenshots)
 
 
 async def demo(settings, args) -> int:
@@ -32,6 +43,12 @@ async def demo(settings, args) -> int:
 
     await run_demo(settings, settings.shared_data)
     return 0
+
+
+def screenshots(settings, args) -> int:
+    from ops.dev.screenshots import run
+
+    return run(Path(settings.shared_data), args.out, docs=args.docs, serve=args.serve)
 
 
 def bench(settings, args) -> int:
