@@ -75,10 +75,9 @@ INSTRUMENTS: tuple[tuple[str, str, str, str], ...] = (
 def prometheus_name(name: str, kind: str, unit: str) -> str:
     """The name the Prometheus exporter gives an instrument (without histogram suffixes)."""
     base = name.replace(".", "_")
-    if unit == "s":
-        base += "_seconds"
-    elif unit == "By":
-        base += "_bytes"
+    suffix = {"s": "_seconds", "By": "_bytes"}.get(unit, "")
+    if not base.endswith(suffix):  # the exporter does not repeat a unit the name has
+        base += suffix
     return base + "_total" if kind == "counter" else base
 
 

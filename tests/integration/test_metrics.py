@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,3 +199,31 @@ async def test_readiness_says_why_not(settings, tmp_path):
         assert not ok and missing.durable in why, why
     finally:
         await conn.drain()
+
+
+async def test_questdb_dashboard_queries_run(settings):
+    """Every query of deploy/grafana/tagus-questdb.json, its Grafana macros expanded as the
+    QuestDB data source expands them, is valid SQL on the projections' tables."""
+    import json
+
+    from bus.components import Projection
+    from tests.unit.test_grafana_dashboards import DEPLOY, sql_of
+
+    for comp in wiring.components(settings).values():
+        if isinstance(comp, Projection) and comp.prepare:
+            await asyncio.to_thread(comp.prepare)
+    doc = json.loads((DEPLOY / "tagus-questdb.json").read_text())
+    lo, hi = 1_704_067_200_000_000, 1_704_672_000_000_000  # a week of 2024, microseconds
+    conn = await wiring.pg_connection(settings)
+    try:
+        for sql in sql_of(doc):
+            expanded = (sql.replace("$__sampleByInterval", "1h").replace("$tenant", "acme"))
+            expanded = re.sub(r"\$__timeFilter\((\w+)\)",
+                              rf"\1 >= cast({lo} as timestamp) AND \1 <= cast({hi} as timestamp)",
+                              expanded)
+            try:
+                await conn.fetch(expanded)
+            except Exception as e:  # noqa: BLE001 - the query and QuestDB's words
+                pytest.fail(f"{expanded}\n-> {type(e).__name__}: {e}")
+    finally:
+        await conn.close()
