@@ -15,6 +15,7 @@ chosen command: the window in which a poller is killed), messages built by hand 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import imaplib
 import os
@@ -155,9 +156,28 @@ service anvil {{
         return path.read_text()[-3000:] if path.exists() else "(no log)"
 
     def add_user(self, user: str, password: str) -> None:
+        """Add a login and wait until dovecot takes it: it re-reads the passwd file when
+        its mtime changes, checking at most once a second, so a login in the second of
+        the write can still see the old file."""
         self.users[user] = password
-        (self.root / "passwd").write_text(
-            "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items()))
+        path = self.root / "passwd"
+        fresh = path.with_suffix(".new")
+        fresh.write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items()))
+        fresh.replace(path)  # never a half-written file
+        deadline = time.monotonic() + 20
+        while True:
+            imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=30)
+            try:
+                imap.login(user, password)
+                imap.logout()
+                return
+            except imaplib.IMAP4.error:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"dovecot does not accept {user!r}: {self.log()}")
+                time.sleep(0.2)
+            finally:
+                with contextlib.suppress(Exception):
+                    imap.shutdown()
 
     @contextlib.contextmanager
     def client(self, user: str):
@@ -205,12 +225,14 @@ class Attachment:
     filename: str
     body: bytes
     mime_type: str = "application/octet-stream"
+    encoding: str = "base64"  # or quoted-printable
 
 
 def message(*, sender: str, to: str, subject: str, message_id: str,
             date: str = "Tue, 01 Jan 2019 06:00:00 +0100", text: str = "Daily report.",
             attachments: tuple[Attachment, ...] = ()) -> bytes:
-    """A multipart/mixed message (CRLF, base64 attachments, 76-character lines)."""
+    """A multipart/mixed message (CRLF; attachments in base64 with 76-character lines,
+    or quoted-printable)."""
     boundary = f"=_tagus_{abs(hash(message_id)):x}"
     head = (f"From: Utility SCADA <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
             f"Date: {date}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
@@ -219,9 +241,12 @@ def message(*, sender: str, to: str, subject: str, message_id: str,
            f"Content-Transfer-Encoding: 7bit\r\n\r\n{text}\r\n".encode()]
     for a in attachments:
         out.append(f"--{boundary}\r\nContent-Type: {a.mime_type}; name=\"{a.filename}\"\r\n"
-                   f"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; "
-                   f"filename=\"{a.filename}\"\r\n\r\n".encode())
-        out.append(base64.encodebytes(a.body).replace(b"\n", b"\r\n"))
+                   f"Content-Transfer-Encoding: {a.encoding}\r\nContent-Disposition: "
+                   f"attachment; filename=\"{a.filename}\"\r\n\r\n".encode())
+        if a.encoding == "quoted-printable":
+            out.append(binascii.b2a_qp(a.body) + b"\r\n")
+        else:
+            out.append(base64.encodebytes(a.body).replace(b"\n", b"\r\n"))
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out)
 

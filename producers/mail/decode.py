@@ -54,6 +54,21 @@ class Decoder:
         return b""
 
 
+def decoded_estimate(encoding: str, size: int) -> int:
+    """The decoded size of a part the server announces as ``size`` encoded octets, as
+    common encoders write it: base64 in lines of 64 characters or more (48 bytes per 66
+    octets with CRLF; 76-character lines give a little more), quoted-printable at least
+    a third (each byte at most ``=XX``), identity as is; 0 for an unknown encoding.  A
+    part estimated over a limit is refused without being read; the exact limit is
+    checked while reading (``ImapSession.download``)."""
+    encoding = encoding.lower()
+    if encoding == "base64":
+        return size * 48 // 66
+    if encoding == "quoted-printable":
+        return size // 3
+    return size if encoding in IDENTITY else 0
+
+
 def _b64_tail(text: bytes) -> bytes:
     """The last characters of base64 data, padded (2 or 3 left: an unpadded end)."""
     if len(text) % 4 == 1:

@@ -19,6 +19,7 @@ from pathlib import PurePath
 
 from contracts.config import MailboxDoc, MailRule
 from producers.intake import CONTENT_TYPES
+from producers.mail.decode import decoded_estimate
 from producers.mail.wire import Part
 
 HEADER_FIELDS = ("FROM", "SUBJECT", "DATE", "MESSAGE-ID")
@@ -155,6 +156,14 @@ def plan(message: Message, doc: MailboxDoc) -> list[Ingest | Refuse]:
             steps.append(Refuse("unsupported_format", f"{message.describe()}: attachment "
                                 f"{name!r} matches rule {rule.attachment!r} but its type is "
                                 f"not read by the intake (known: {', '.join(sorted(CONTENT_TYPES))})",
+                                name, part))
+            continue
+        estimate = decoded_estimate(part.encoding, part.size)
+        if estimate > doc.max_attachment_bytes:
+            steps.append(Refuse("too_large", f"{message.describe()}: attachment {name!r} is "
+                                f"announced as {part.size} bytes {part.encoding}, about "
+                                f"{estimate / 2 ** 20:.1f} MiB decoded, over the mailbox's "
+                                f"limit of {doc.max_attachment_mb:g} MiB; not read",
                                 name, part))
             continue
         steps.append(Ingest(part, name, rule, content_type))

@@ -316,6 +316,9 @@ class MailPoller:
                     for tenant, doc in fresh.items():
                         if docs.get(tenant) != doc:
                             due[tenant], failures[tenant] = now, 0  # new or changed: now
+                    if fresh.keys() != docs.keys() or next_refresh == 0.0:
+                        log.info("mailboxes", tenants=sorted(fresh),
+                                 enabled=sorted(t for t, d in fresh.items() if d.enabled))
                     docs = fresh
                 next_refresh = now + self.options.refresh_s
             for tenant, doc in docs.items():
@@ -335,13 +338,14 @@ class MailPoller:
         started = time.monotonic()
         try:
             stats = await self.poll(tenant, doc, stop)
-        except (TagusError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - one mailbox's fault stops no other
             failures[tenant] = failures.get(tenant, 0) + 1
             wait = min(self.options.max_backoff_s,
                        doc.interval_s * 2 ** (failures[tenant] - 1))
-            log.warning("mail pass failed", tenant=tenant, host=doc.host,
-                        error=type(e).__name__, message=str(e), failures=failures[tenant],
-                        retry_in_s=wait)
+            expected = isinstance(e, TagusError | OSError)
+            (log.warning if expected else log.exception)(
+                "mail pass failed", tenant=tenant, host=doc.host, error=type(e).__name__,
+                message=str(e), failures=failures[tenant], retry_in_s=wait)
             return time.monotonic() + wait
         failures[tenant] = 0
         if stats.messages:

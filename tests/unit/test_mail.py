@@ -12,7 +12,7 @@ import pytest
 
 from contracts.config import parse_document
 from contracts.errors import TenantConfigError
-from producers.mail.decode import Decoder, UnsupportedEncoding
+from producers.mail.decode import Decoder, UnsupportedEncoding, decoded_estimate
 from producers.mail.plan import Ingest, Refuse, message_from, plan, sender_allowed
 from producers.mail.wire import Part, fetch_items, parts
 
@@ -104,6 +104,32 @@ def test_plan_ingests_matching_attachments_and_refuses_the_rest_with_reasons():
     doc = _doc(rules=[{"attachment": "*", "mapping": "levels"}])
     (step,) = plan(_message("scada@utility.example", "s", "report.pdf"), doc)
     assert step.reason == "unsupported_format"
+
+
+def test_an_attachment_announced_over_the_limit_is_refused_unread():
+    doc = _doc(max_attachment_mb=1)
+
+    def announced(encoding: str, size: int):
+        m = message_from("u/INBOX", 5, 1, b"From: scada@utility.example\r\n\r\n",
+                         datetime(2026, 1, 2, 7, tzinfo=UTC),
+                         [Part("1", "text/csv", encoding, size, "levels.csv", "attachment")])
+        return plan(m, doc)[0]
+
+    def b64_size(n: int) -> int:  # as the server counts it: 76-character lines, CRLF
+        return len(base64.encodebytes(b"x" * n)) + -(-n // 57)
+
+    limit = 2 ** 20
+    assert decoded_estimate("base64", b64_size(limit)) <= limit < decoded_estimate(
+        "base64", b64_size(limit * 11 // 10))
+    assert isinstance(announced("base64", b64_size(limit)), Ingest)  # read, checked exactly
+    step = announced("base64", b64_size(limit * 11 // 10))
+    assert isinstance(step, Refuse) and step.reason == "too_large"
+    assert "limit of 1 MiB; not read" in step.detail and step.filename == "levels.csv"
+    assert isinstance(announced("7bit", limit), Ingest)
+    assert announced("7bit", limit + 1).reason == "too_large"
+    assert isinstance(announced("quoted-printable", 3 * limit), Ingest)
+    assert announced("quoted-printable", 3 * limit + 3).reason == "too_large"
+    assert decoded_estimate("x-uuencode", 10 ** 12) == 0  # refused as unsupported instead
 
 
 def test_senders_and_message_identity():
