@@ -62,6 +62,7 @@ from ops.settings import Settings
 
 SERVICE_USER = "tagus"
 AUTH_CONF = "auth.conf"  # beside nats.conf, which includes it
+CLUSTER_FILE = "cluster.json"  # the nodes of `tagus stack up --cluster N`, when there is one
 # Both secrets are 32 random bytes, beyond any guessing whatever the cost; the cost is
 # paid on every connect and, for each connected client, on every reload.  The service
 # user connects often (every command, every process after a server restart).
@@ -178,25 +179,54 @@ def configure(settings: Settings) -> bool:
 
 def reload_server(settings: Settings) -> str:
     """Have the running embedded nats-server re-read its configuration (SIGHUP) and wait
-    until its monitor reports the new load time.  Returns what happened, one line;
-    raises ``SetupError`` when the server did not take the new configuration."""
-    pid = _server_pid(settings)
-    if pid is None:
+    until its monitor reports the new load time; on a cluster (``tagus stack up
+    --cluster N``) every running node, which all include the same ``auth.conf``.
+    Returns what happened, one line; raises ``SetupError`` when a server did not take
+    the new configuration."""
+    running = [(pid, port) for pid_file, port in embedded_servers(settings)
+               if (pid := _server_pid(pid_file)) is not None]
+    if not running:
         return "nats-server not running: applied at the next `tagus stack up`"
-    before = _config_load_time(settings)
-    if before is None:
-        raise SetupError(f"nats-server (pid {pid}) does not answer on its monitor port "
-                         f"{settings.nats_monitor_port}; cannot confirm a reload")
-    os.kill(pid, signal.SIGHUP)
+    before = {}
+    for pid, port in running:
+        before[pid] = _config_load_time(settings, port)
+        if before[pid] is None:
+            raise SetupError(f"nats-server (pid {pid}) does not answer on its monitor port "
+                             f"{port}; cannot confirm a reload")
+    for pid, _ in running:
+        os.kill(pid, signal.SIGHUP)
+    waiting = dict(running)
     deadline = time.monotonic() + _RELOAD_TIMEOUT_S
-    while time.monotonic() < deadline:
-        loaded = _config_load_time(settings)
-        if loaded is not None and loaded != before:
-            return f"nats-server reloaded (pid {pid})"
-        time.sleep(0.05)
-    log = Path(settings.data_dir).resolve() / "log" / "nats.log"
-    raise SetupError(f"nats-server (pid {pid}) did not reload its configuration within "
-                     f"{_RELOAD_TIMEOUT_S:g} s; its reason is in {log}")
+    while waiting and time.monotonic() < deadline:
+        for pid, port in list(waiting.items()):
+            loaded = _config_load_time(settings, port)
+            if loaded is not None and loaded != before[pid]:
+                del waiting[pid]
+        if waiting:
+            time.sleep(0.05)
+    pids = ", ".join(str(pid) for pid, _ in running)
+    if not waiting:
+        return f"nats-server reloaded (pid {pids})"
+    log = Path(settings.data_dir).resolve() / "log"
+    raise SetupError(f"nats-server (pid {', '.join(map(str, waiting))}) did not reload its "
+                     f"configuration within {_RELOAD_TIMEOUT_S:g} s; its reason is in "
+                     f"{log}/nats*.log")
+
+
+def embedded_servers(settings: Settings) -> list[tuple[Path, int]]:
+    """(pid file, monitor port) of each embedded nats-server: the one of ``tagus stack up``
+    (``<data_dir>/run/nats.pid``), or the nodes ``tagus stack up --cluster N`` recorded
+    in ``<data_dir>/nats/cluster.json`` (written by ``ops/dev/stack.py``)."""
+    run = Path(settings.data_dir).resolve() / "run"
+    try:
+        nodes = json.loads((settings.nats_dir / CLUSTER_FILE).read_text())["nodes"]
+        return [(run / f"{n['proc']}.pid", int(n["monitor_port"])) for n in nodes]
+    except FileNotFoundError:
+        return [(run / "nats.pid", settings.nats_monitor_port)]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SetupError(f"cannot read the NATS cluster layout {settings.nats_dir / CLUSTER_FILE}"
+                         f" ({e}); `tagus stack down`, then `tagus stack up --cluster N` "
+                         "rewrites it") from None
 
 
 def _reload_or_explain(settings: Settings, tenant: str) -> str:
@@ -207,10 +237,9 @@ def _reload_or_explain(settings: Settings, tenant: str) -> str:
                          f"run `tagus tenant credentials {tenant} --rotate`") from None
 
 
-def _server_pid(settings: Settings) -> int | None:
-    """The embedded server's pid from the pid file ``tagus stack up`` writes
-    (``<data_dir>/run/nats.pid``: pid, then a marker found in its command line)."""
-    pid_file = Path(settings.data_dir).resolve() / "run" / "nats.pid"
+def _server_pid(pid_file: Path) -> int | None:
+    """The embedded server's pid from a pid file ``tagus stack up`` wrote (pid, then a
+    marker found in its command line); None when that process is not running."""
     try:
         pid, _, marker = pid_file.read_text().partition("\n")
         proc = psutil.Process(int(pid))
@@ -221,8 +250,8 @@ def _server_pid(settings: Settings) -> int | None:
     return proc.pid if alive and ours else None
 
 
-def _config_load_time(settings: Settings) -> str | None:
-    url = f"http://{settings.nats_host}:{settings.nats_monitor_port}/varz"
+def _config_load_time(settings: Settings, monitor_port: int) -> str | None:
+    url = f"http://{settings.nats_host}:{monitor_port}/varz"
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             return json.loads(r.read()).get("config_load_time")

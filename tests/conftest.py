@@ -47,6 +47,9 @@ def _reachable(url: str) -> bool:
 
 
 def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "cluster: runs on a 3-node NATS cluster "
+                            "(tests/cluster_support.py)")
+    config.addinivalue_line("markers", "slow: a long variant, run with TAGUS_TEST_SLOW=1")
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(SPANS))
     trace.set_tracer_provider(provider)

@@ -1,16 +1,20 @@
-"""``tagus stack | topology | status``: the servers, the topology, where consumers stand."""
+"""``tagus stack | topology | status``: the servers, the topology, where streams and
+consumers stand."""
 
 from __future__ import annotations
-
 
 
 def register(sub) -> None:
     p = sub.add_parser("stack", help="the embedded local NATS + QuestDB")
     p.add_argument("action", choices=["up", "down", "status", "fetch"])
+    p.add_argument("--cluster", type=int, metavar="N",
+                   help="up: N nats-servers on loopback as one JetStream cluster (N >= 3; "
+                        "set TAGUS_STREAM_REPLICAS=3); kept until `up --cluster 1`")
     p.set_defaults(run=stack)
     p = sub.add_parser("topology", help="create or update streams, consumers and buckets")
     p.set_defaults(run=topology)
-    p = sub.add_parser("status", help="servers and consumer positions (lag)")
+    p = sub.add_parser("status", help="servers, stream leaders and replicas, consumer "
+                                      "positions (lag)")
     p.set_defaults(run=status)
 
 
@@ -22,7 +26,7 @@ def stack(settings, args) -> int:
         print(f"java: {local.find_java(settings)}")
         print(f"nats-server: {local.nats_server_binary()}")
     elif args.action == "up":
-        for line in local.up(settings):
+        for line in local.up(settings, cluster=args.cluster):
             print(line)
     elif args.action == "down":
         for line in local.down(settings):
@@ -41,9 +45,23 @@ def print_servers(settings) -> bool:
         ok &= st.running or not st.managed
         eps = " ".join(f"{k}={v}" for k, v in st.endpoints.items())
         who = "managed" if st.managed else "external"
-        print(f"{st.name:8} {state:8} {who:8} version={st.version or '-'} "
+        print(f"{st.name:13} {state:8} {who:8} version={st.version or '-'} "
               f"pid={st.pid or '-'} {eps} {st.detail}")
     return ok
+
+
+def print_streams(streams) -> None:
+    """Each stream's size, the node that leads it (takes its writes) and its other
+    replicas: ``current``, or how many operations behind, ``offline`` when unreachable."""
+    print(f"\n{'stream':26} {'messages':>10} {'leader':10} replicas")
+    for info in sorted(streams, key=lambda i: i.config.name):
+        cluster = info.cluster
+        replicas = ", ".join(
+            f"{r.name} " + ("offline" if r.offline else "current" if r.current
+                            else f"behind {r.lag or 0}")
+            for r in (cluster.replicas or [])) if cluster else ""
+        print(f"{info.config.name:26} {info.state.messages:10d} "
+              f"{(cluster.leader if cluster else None) or '-':10} {replicas or '-'}")
 
 
 async def topology(settings, args) -> int:
@@ -62,7 +80,9 @@ async def status(settings, args) -> int:
 
     print_servers(settings)
     async with wiring.nats(settings, "tagus-status") as nc:
+        streams = await nc.jetstream().streams_info()
         pos = await positions(nc, wiring.topology(settings))
+    print_streams(streams)
     # "acked up to" is the ack floor: a message in retry holds it while later ones are
     # done; "delivered up to" shows how far the consumer has got meanwhile
     print(f"\n{'consumer':24} {'stream':12} {'acked up to':>12} {'delivered to':>12} "

@@ -6,11 +6,15 @@ logs under ``settings.data_dir``::
     var/nats/        JetStream store, nats.conf      var/run/nats.pid   var/log/nats.log
                      + auth.conf, service-user.json, tenant-users.json (0600; ops/nats_users.py)
     var/questdb/     QuestDB root (conf/, db/)       var/run/questdb.pid var/log/questdb.log
+    a cluster:       nats/node-<i>/, nats-<i>.conf,  var/run/nats-<i>.pid var/log/nats-<i>.log
+                     cluster.json (ports, route password; 0600)
 
 ``up`` is idempotent (a healthy server that we started is left alone), ``down`` stops
 only the processes recorded in our pid files, ``status`` asks each server for its
-version.  Servers configured as external (``TAGUS_NATS_URL``, ``TAGUS_QUESTDB_EXTERNAL``)
-are never started or stopped, only reported.
+version.  ``up --cluster 3`` runs three nats-servers as one JetStream cluster instead
+(see "NATS cluster" below); ``up``, ``down`` and ``status`` then handle every node.
+Servers configured as external (``TAGUS_NATS_URL``, ``TAGUS_QUESTDB_EXTERNAL``) are never
+started or stopped, only reported.
 
 The embedded NATS server requires authentication: ``nats.conf`` includes ``auth.conf``,
 written by ``ops.nats_users`` (the ``tagus`` service user, generated once, and one user
@@ -304,9 +308,17 @@ def _nats_healthy(settings: Settings) -> bool:
     return body is not None and b"ok" in body
 
 
-def nats_up(settings: Settings) -> str:
+def nats_up(settings: Settings, *, cluster: int | None = None, ports: str = "offsets") -> str:
+    """Start the embedded nats-server, or with ``cluster`` >= 3 (or a cluster on file) the
+    nodes of a cluster that are not running.  ``cluster=1`` goes back to one server
+    (only while no node runs).  ``ports``: how a new cluster's extra ports are chosen
+    (``offsets`` from the settings' ports, or ``free`` ones; see ``_new_layout``)."""
     if not settings.embedded_nats:
         return f"nats: external {settings.nats_url}, not started"
+    layout = cluster_layout(settings)
+    size = cluster or (len(layout.nodes) if layout else 1)
+    if size > 1 or layout is not None:
+        return _cluster_up(settings, layout, size, ports)
     pid_file, log_file = _paths(settings, "nats")
     changed = _write_nats_conf(settings)
     if _read_pid(pid_file) and _nats_healthy(settings):
@@ -331,6 +343,259 @@ def nats_status(settings: Settings) -> ServerStatus:
         version = json.loads(raw).get("version") if raw else None
         return ServerStatus("nats", bool(raw), True, pid, version, endpoints)
     return ServerStatus("nats", False, False, None, None, endpoints, "external (not probed)")
+
+
+# ---------------------------------------------------------------- NATS cluster
+#
+# `tagus stack up --cluster 3`: three nats-server processes on loopback forming one
+# JetStream cluster (Raft: an R3 stream keeps accepting writes with one node down).
+# Each node has its own store (`nats/node-<i>/`), configuration (`nats/nats-<i>.conf`),
+# pid file and log (`run/nats-<i>.pid`, `log/nats-<i>.log`); all include the same
+# `auth.conf`, so `ops.nats_users` reloads every node when users change.  Node 1 listens
+# where the settings say (TAGUS_NATS_PORT, _MONITOR_PORT, _MQTT_PORT: the MQTT listener is
+# on node 1 only): clients connect there and learn the other nodes from the cluster.
+# The other ports are chosen once and kept in `nats/cluster.json` (mode 0600, with the
+# route password: nodes authenticate each other's route connections).
+
+CLUSTER_NAME = "tagus"
+_ROUTE_USER = "route"
+_ROUTE_PORT_OFFSET = 2000  # 4222 -> 6222, the port NATS documents for routes
+
+
+@dataclass(frozen=True)
+class NatsNode:
+    index: int  # 1..n
+    client_port: int
+    monitor_port: int
+    route_port: int
+
+    @property
+    def name(self) -> str:
+        """Its ``server_name``: how stream leaders and replicas are reported."""
+        return f"tagus_{self.index}"
+
+    @property
+    def proc(self) -> str:
+        """Its pid file and log name (``run/<proc>.pid``, ``log/<proc>.log``)."""
+        return f"nats-{self.index}"
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    nodes: tuple[NatsNode, ...]
+    route_password: str
+
+
+def _cluster_file(settings: Settings) -> Path:
+    return settings.nats_dir / nats_users.CLUSTER_FILE
+
+
+def cluster_layout(settings: Settings) -> ClusterLayout | None:
+    """The cluster on file (None: the stack is one nats-server)."""
+    path = _cluster_file(settings)
+    try:
+        doc = json.loads(path.read_text())
+        nodes = tuple(NatsNode(n["index"], n["client_port"], n["monitor_port"],
+                               n["route_port"]) for n in doc["nodes"])
+        return ClusterLayout(nodes, doc["route_password"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SetupError(f"cannot read the NATS cluster layout {path} ({e}); stop its nodes "
+                         "and delete it (and nats/node-*) to start afresh") from None
+
+
+def _new_layout(settings: Settings, size: int, ports: str) -> ClusterLayout:
+    """Node 1 on the settings' client and monitor ports; the others on the next ports
+    (``offsets``: 4223, 4224 and 8223, 8224; routes 6222...) or on free ones (``free``:
+    tests).  Refuses a port something already listens on."""
+    import secrets
+
+    def port(offset_from: int, i: int) -> int:
+        return free_port() if ports == "free" else offset_from + i - 1
+
+    nodes = []
+    for i in range(1, size + 1):
+        client = settings.nats_port if i == 1 else port(settings.nats_port, i)
+        monitor = settings.nats_monitor_port if i == 1 else port(settings.nats_monitor_port, i)
+        nodes.append(NatsNode(i, client, monitor,
+                              port(settings.nats_port + _ROUTE_PORT_OFFSET, i)))
+    taken = [p for n in nodes for p in (n.client_port, n.monitor_port, n.route_port)
+             if _listening(settings.nats_host, p)]
+    if taken:
+        raise SetupError(f"cannot lay out a {size}-node NATS cluster: port(s) "
+                         f"{', '.join(map(str, taken))} on {settings.nats_host} are in use; "
+                         "set TAGUS_NATS_PORT / TAGUS_NATS_MONITOR_PORT to a free range")
+    return ClusterLayout(tuple(nodes), secrets.token_urlsafe(32))
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _write_layout(settings: Settings, layout: ClusterLayout) -> None:
+    doc = {"name": CLUSTER_NAME, "route_password": layout.route_password,
+           "nodes": [{"index": n.index, "name": n.name, "proc": n.proc,
+                      "client_port": n.client_port, "monitor_port": n.monitor_port,
+                      "route_port": n.route_port} for n in layout.nodes]}
+    path = _cluster_file(settings)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _node_conf(settings: Settings, layout: ClusterLayout, node: NatsNode) -> str:
+    import bcrypt
+
+    store = (settings.nats_dir / f"node-{node.index}").resolve()
+    sync = "\n  sync_interval: always" if settings.nats_sync_always else ""
+    h = settings.nats_host
+    secret = layout.route_password
+    routes = ", ".join(f"nats-route://{_ROUTE_USER}:{secret}@{h}:{n.route_port}"
+                       for n in layout.nodes)
+    # the hash is salted: keep the one already written while the password is the same
+    conf = settings.nats_dir / f"{node.proc}.conf"
+    old = conf.read_text() if conf.exists() else ""
+    m = re.search(r'password: "(\$2a\$[^"]+)"', old)
+    hashed = (m.group(1) if m and bcrypt.checkpw(secret.encode(), m.group(1).encode())
+              else bcrypt.hashpw(secret.encode(), bcrypt.gensalt(6, prefix=b"2a")).decode())
+    mqtt = _mqtt_block(settings) if node.index == 1 else ""
+    return (
+        "# written by `tagus stack up --cluster N`; edit the TAGUS_* settings instead\n"
+        f"server_name: {node.name}\n"
+        f"listen: {h}:{node.client_port}\n"
+        f"http: {h}:{node.monitor_port}\n"
+        "max_payload: 8MB\n"
+        f"jetstream {{\n  store_dir: \"{store}\"{sync}\n}}\n"
+        f"cluster {{\n  name: {CLUSTER_NAME}\n  listen: {h}:{node.route_port}\n"
+        f"  authorization {{ user: {_ROUTE_USER}, password: \"{hashed}\" }}\n"
+        f"  routes: [{routes}]\n}}\n"
+        f"{mqtt}"
+        "# users (the tagus service user, one per tenant): ops/nats_users.py\n"
+        f"include ./{nats_users.AUTH_CONF}\n"
+    )
+
+
+def _write_cluster_conf(settings: Settings, layout: ClusterLayout) -> bool:
+    """The layout, ``auth.conf`` and every node's configuration; True when any changed."""
+    store = settings.nats_dir.resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    _write_layout(settings, layout)
+    changed = nats_users.configure(settings)
+    for node in layout.nodes:
+        conf, text = store / f"{node.proc}.conf", _node_conf(settings, layout, node)
+        if not (conf.exists() and conf.read_text() == text):
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            changed = True
+    return changed
+
+
+def _node_healthy(settings: Settings, node: NatsNode) -> bool:
+    """JetStream on the node is current: the meta group has a leader it follows and
+    its streams and consumers have caught up (``/healthz``)."""
+    body = _http_get(f"http://{settings.nats_host}:{node.monitor_port}/healthz")
+    return body is not None and b'"ok"' in body
+
+
+def _cluster_up(settings: Settings, layout: ClusterLayout | None, size: int,
+                ports: str) -> str:
+    single = _read_pid(_paths(settings, "nats")[0])
+    if layout is None:
+        if size < 3:
+            raise SetupError(f"a JetStream cluster needs at least 3 nodes (Raft quorum with "
+                             f"one down), not {size}")
+        if single:
+            raise SetupError(f"a single nats-server runs (pid {single}): `tagus stack down` "
+                             "first; the cluster starts with its own empty JetStream store "
+                             "(the single server's stays in nats/jetstream)")
+        layout = _new_layout(settings, size, ports)
+    elif size == 1:
+        running = [n.proc for n in layout.nodes if _read_pid(_paths(settings, n.proc)[0])]
+        if running:
+            raise SetupError(f"the NATS cluster runs ({', '.join(running)}): `tagus stack "
+                             "down` first, then `tagus stack up --cluster 1`")
+        _cluster_file(settings).unlink()
+        return nats_up(settings) + " (single server; the cluster's data stays in nats/node-*)"
+    elif size != len(layout.nodes):
+        raise SetupError(f"the NATS cluster on file has {len(layout.nodes)} nodes, not {size}: "
+                         "`tagus stack` does not resize one; `tagus stack down`, delete "
+                         f"{_cluster_file(settings)} and nats/node-* (its data), then up")
+    layout = ClusterLayout((NatsNode(1, settings.nats_port, settings.nats_monitor_port,
+                                     layout.nodes[0].route_port), *layout.nodes[1:]),
+                           layout.route_password)  # node 1 follows the settings
+    changed = _write_cluster_conf(settings, layout)
+    binary = nats_server_binary()
+    lines, started = [], []
+    for node in layout.nodes:
+        pid_file, _ = _paths(settings, node.proc)
+        pid = _read_pid(pid_file)
+        if pid:
+            lines.append(f"nats {node.name}: already running (pid {pid})")
+            continue
+        conf = settings.nats_dir.resolve() / f"{node.proc}.conf"
+        pid = _spawn([str(binary), "-c", str(conf)], node.proc, settings, marker=str(conf))
+        started.append((node, pid))
+        lines.append(f"nats {node.name}: started pid {pid} on "
+                     f"nats://{settings.nats_host}:{node.client_port}")
+    # all started before any is waited for: the first nodes need the others for a quorum
+    for node, pid in started:
+        _wait(lambda n=node: _node_healthy(settings, n), f"nats-server {node.name}", pid,
+              _paths(settings, node.proc)[1], 60)
+    if changed and len(started) < len(layout.nodes):
+        if layout.nodes[0] not in [n for n, _ in started]:
+            _same_mqtt_listener(settings)
+        lines.append(f"nats: {nats_users.reload_server(settings)}")
+    if settings.stream_replicas != min(3, len(layout.nodes)):
+        lines.append(f"nats: note: streams and buckets replicate over {len(layout.nodes)} "
+                     f"nodes only with TAGUS_STREAM_REPLICAS=3 (now {settings.stream_replicas})")
+    return "\n".join(lines)
+
+
+def nats_node_statuses(settings: Settings, layout: ClusterLayout) -> list[ServerStatus]:
+    """Each node: running (its monitor answers), pid, version, endpoints, and whether it
+    leads the JetStream meta group (which places streams) or how far behind it is."""
+    out = []
+    for node in layout.nodes:
+        monitor = f"http://{settings.nats_host}:{node.monitor_port}"
+        raw = _http_get(f"{monitor}/varz")
+        varz = json.loads(raw) if raw else {}
+        meta = (varz.get("jetstream") or {}).get("meta") or {}
+        if not raw:
+            detail = ""
+        elif meta.get("leader") == node.name:
+            detail = "meta leader"
+        else:
+            detail = f"meta leader {meta.get('leader') or 'none (no quorum)'}"
+        endpoints = {"client": f"nats://{settings.nats_host}:{node.client_port}",
+                     "monitor": monitor, "route": f"{settings.nats_host}:{node.route_port}"}
+        if node.index == 1 and settings.nats_mqtt_port is not None:
+            endpoints["mqtt"] = f"mqtt://{settings.nats_host}:{settings.nats_mqtt_port}"
+        out.append(ServerStatus(f"nats {node.name}", bool(raw), True,
+                                _read_pid(_paths(settings, node.proc)[0]),
+                                varz.get("version"), endpoints, detail))
+    return out
+
+
+def node_stream_state(settings: Settings, node: NatsNode) -> dict[str, dict] | None:
+    """What one node holds of each stream (messages, bytes, first and last sequence),
+    from its own monitor (``/jsz``); None when it does not answer."""
+    raw = _http_get(f"http://{settings.nats_host}:{node.monitor_port}/jsz?streams=true",
+                    timeout=5)
+    if raw is None:
+        return None
+    out = {}
+    for account in json.loads(raw).get("account_details") or []:
+        for st in account.get("stream_detail") or []:
+            state = st.get("state") or {}
+            out[st["name"]] = {k: state.get(k) for k in ("messages", "bytes", "first_seq",
+                                                        "last_seq")}
+    return out
 
 
 # ---------------------------------------------------------------- QuestDB
@@ -398,26 +663,33 @@ def questdb_status(settings: Settings) -> ServerStatus:
 # ---------------------------------------------------------------- the stack
 
 
-def up(settings: Settings) -> list[str]:
-    return [nats_up(settings), questdb_up(settings)]
+def up(settings: Settings, *, cluster: int | None = None, ports: str = "offsets") -> list[str]:
+    return [*nats_up(settings, cluster=cluster, ports=ports).splitlines(), questdb_up(settings)]
 
 
 def down(settings: Settings) -> list[str]:
     out = []
-    for name, external in (("questdb", settings.questdb_external),
-                           ("nats", not settings.embedded_nats)):
+    layout = cluster_layout(settings) if settings.embedded_nats else None
+    nats = [(f"nats {n.name}", n.proc) for n in layout.nodes] if layout else [("nats", "nats")]
+    for (label, name), external in ((("questdb", "questdb"), settings.questdb_external),
+                                    *((n, not settings.embedded_nats) for n in nats)):
         if external:
-            out.append(f"{name}: external, left running")
+            out.append(f"{label}: external, left running")
         elif _stop(settings, name):
-            out.append(f"{name}: stopped")
+            out.append(f"{label}: stopped")
         else:
-            out.append(f"{name}: not running")
+            out.append(f"{label}: not running")
     return out
 
 
 def status(settings: Settings) -> list[ServerStatus]:
-    return [nats_status(settings), questdb_status(settings)]
+    layout = cluster_layout(settings) if settings.embedded_nats else None
+    nats = nats_node_statuses(settings, layout) if layout else [nats_status(settings)]
+    return [*nats, questdb_status(settings)]
 
 
 def managed_pids(settings: Settings) -> dict[str, int | None]:
-    return {n: _read_pid(_paths(settings, n)[0]) for n in ("nats", "questdb")}
+    """Our servers' pids by name (``nats``, or ``nats-1``... for a cluster; ``questdb``)."""
+    layout = cluster_layout(settings)
+    nats = [n.proc for n in layout.nodes] if layout else ["nats"]
+    return {n: _read_pid(_paths(settings, n)[0]) for n in (*nats, "questdb")}
