@@ -33,6 +33,7 @@ from ops.wiring import questdb
 from producers.intake import Intake
 from producers.mail import PROCESSED, MailOptions, MailPoller
 from projections.api import create_app
+from ops.dev.stack import free_port
 from tests.conftest import REPO
 from tests.helpers import eventually, stream_events
 from tests.integration.test_intake_paths import pipeline
@@ -231,10 +232,11 @@ async def test_attachments_land_once_and_every_refusal_is_recorded(nc, fast_sett
 # ---------------------------------------------------------------- real processes
 
 
-def _start_poller(tmp_path, environ: dict[str, str], name: str) -> subprocess.Popen:
+def _start_poller(tmp_path, environ: dict[str, str], name: str,
+                  command: tuple[str, ...] = ("run", "mail-poller")) -> subprocess.Popen:
     env = dict(os.environ, TAGUS_MAIL_REFRESH_S="0.2", TAGUS_LOG_LEVEL="INFO", **environ)
     log = open(tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - the process keeps it
-    return subprocess.Popen([sys.executable, "-m", "ops.cli", "run", "mail-poller"],
+    return subprocess.Popen([sys.executable, "-m", "ops.cli", *command],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -325,6 +327,25 @@ async def test_processed_messages_move_to_their_folder(nc, dovecot):
     received, _, failed = await _intake(nc, tenant)
     assert ([e.filename for e in received], [e.reason for e in failed]) == (
         ["levels_feb.csv"], ["unknown_sender"])
+
+
+async def test_serve_intake_polls_the_configured_mailboxes(nc, dovecot, tmp_path):
+    js = nc.jetstream()
+    tenant, user, environ = await _tenant(js, dovecot, "serve", tls="none")
+    dovecot.deliver(user, message(
+        sender=SCADA, to=user, subject="levels", message_id="<serve@scada>",
+        attachments=(Attachment("levels_serve.csv", b"Timestamp;T1\r\n2019-03-01 00:00:00;2,5\r\n"),)))
+    environ.update(TAGUS_INTAKE_HTTP_PORT=str(free_port()), TAGUS_DROP_DIR=str(tmp_path / "drop"))
+    proc = _start_poller(tmp_path, environ, "serve", ("serve", "intake"))
+    try:
+        await eventually(lambda: proc.poll() is None and dovecot.flagged(user, PROCESSED) == (1, 1),
+                         timeout_s=60, interval_s=0.2, what="tagus serve intake handled the message")
+    finally:
+        code = _kill(proc, signal.SIGTERM)
+    assert code == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    received, _, _ = await _intake(nc, tenant)
+    assert [(e.filename, e.params["mail_message_id"]) for e in received] == [
+        ("levels_serve.csv", "<serve@scada>")]
 
 
 def _rss_kb(pid: int) -> dict[str, int]:
