@@ -56,7 +56,6 @@ from nats.js.errors import APIError
 from tqdm import tqdm
 
 from contracts.errors import TagusError, TransientError
-from ops import wiring
 from ops.settings import Settings
 
 FORMAT = "tagus-backup/1"
@@ -205,6 +204,15 @@ async def _read(js: JetStreamContext, stream: str, last_seq: int,
         await sub.unsubscribe()
 
 
+async def _connect(settings: Settings, name: str) -> Client:
+    """The bootstrap's connection (imported here: ``ops.wiring`` loads every component,
+    seconds a backup or restore does not need)."""
+    from ops import wiring
+
+    return await wiring.nats_connection(settings, name,
+                                        first_connect_timeout_s=settings.cli_timeout_s)
+
+
 def _ns(ts) -> int:
     if isinstance(ts, datetime):
         return int(ts.timestamp() * 1e9)
@@ -255,8 +263,7 @@ async def backup(settings: Settings, directory: Path, *, progress: bool = True,
     (directory / "streams").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     own = nc is None
-    nc = nc or await wiring.nats_connection(settings, "tagus-backup",
-                                            first_connect_timeout_s=settings.cli_timeout_s)
+    nc = nc or await _connect(settings, "tagus-backup")
     try:
         js = nc.jetstream()
         infos = sorted(await _all_streams(js),
@@ -394,8 +401,7 @@ async def restore(settings: Settings, directory: Path, *, replace: bool = False,
     manifest = read_manifest(directory)
     started = time.monotonic()
     own = nc is None
-    nc = nc or await wiring.nats_connection(settings, "tagus-restore",
-                                            first_connect_timeout_s=settings.cli_timeout_s)
+    nc = nc or await _connect(settings, "tagus-restore")
     try:
         js = nc.jetstream()
         existing = {s.config.name: s for s in await _all_streams(js)}
@@ -591,24 +597,34 @@ def questdb_projections(settings: Settings) -> list[str]:
     import inspect
 
     from bus.components import Projection
+    from ops import wiring
 
     return sorted(n for n, c in wiring.components(settings).items()
                   if isinstance(c, Projection) and not inspect.iscoroutinefunction(c.write))
 
 
 async def rebuild_questdb(settings: Settings, *, progress: bool = True,
-                          nc: Client | None = None) -> list[str]:
-    """Replay every stream into every QuestDB projection (idempotent: rows already there
-    are upserted with the same values); returns one summary line per projection."""
+                          nc: Client | None = None, parallel: int = 4) -> list[str]:
+    """Replay every stream into every QuestDB projection, ``parallel`` projections at a
+    time (idempotent: rows already there are upserted with the same values); returns one
+    summary line per projection.  A projection that dead-letters a message fails it."""
     from ops.replay import ReplayRequest, replay
 
-    lines = []
-    for name in questdb_projections(settings):
-        summary = await replay(settings, ReplayRequest(into=name), progress=progress, nc=nc)
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(name: str):
+        async with gate:
+            return name, await replay(settings, ReplayRequest(into=name), progress=progress,
+                                      nc=nc)
+
+    lines, failed = [], []
+    for name, summary in await asyncio.gather(*map(one, questdb_projections(settings))):
         s = summary.stats
         lines.append(f"  replayed {summary.matched:>8,} messages of {summary.stream} into "
                      f"{name} ({s.dead_lettered} dead-lettered) in {summary.elapsed_s:.1f} s")
         if s.dead_lettered:
-            raise BackupError(f"replay into {name} dead-lettered {s.dead_lettered} messages: "
-                              "`tagus deadletters list` says why")
+            failed.append(f"{name} ({s.dead_lettered})")
+    if failed:
+        raise BackupError(f"replay dead-lettered messages in {', '.join(failed)}: "
+                          "`tagus deadletters list` says why")
     return lines
