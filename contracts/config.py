@@ -581,7 +581,9 @@ class MailboxDoc(_Doc):
     ``senders``: the allow-list, addresses (``scada@utility.example``) or whole domains
     (``@utility.example``); the From header is not authentication, so the mail server
     should check SPF/DKIM.  A handled message gets the keyword ``TagusProcessed``
-    (``processed: flag``) or moves to ``processed_folder`` (``move``).
+    (``processed: flag``) or moves to ``processed_folder`` (``move``).  ``reply``: answer
+    an allowed sender with the accounting of their attachments (through the deployment's
+    SMTP server; never to unknown senders or automatic messages).
     """
 
     host: str = Field(pattern=r"^[A-Za-z0-9.:-]{1,253}$")
@@ -597,6 +599,7 @@ class MailboxDoc(_Doc):
     max_attachment_mb: float = Field(default=50.0, gt=0, le=2048)  # MiB, decoded
     interval_s: float = Field(default=60.0, ge=1, le=86400)
     enabled: bool = True
+    reply: bool = False
 
     @field_validator("senders")
     @classmethod

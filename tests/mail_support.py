@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import email
+import email.policy
 import imaplib
 import os
 import pwd
@@ -249,6 +251,32 @@ def message(*, sender: str, to: str, subject: str, message_id: str,
             out.append(base64.encodebytes(a.body).replace(b"\n", b"\r\n"))
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out)
+
+
+# ---------------------------------------------------------------- an SMTP sink
+
+
+class SmtpSink:
+    """An SMTP server (aiosmtpd in its own thread) keeping every message it accepted."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[email.message.EmailMessage] = []
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content,
+                                                      policy=email.policy.SMTP))
+        return "250 Message accepted"
+
+    def __enter__(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.controller.stop()
 
 
 # ---------------------------------------------------------------- a holding relay

@@ -22,7 +22,7 @@ from producers.intake import CONTENT_TYPES
 from producers.mail.decode import decoded_estimate
 from producers.mail.wire import Part
 
-HEADER_FIELDS = ("FROM", "SUBJECT", "DATE", "MESSAGE-ID")
+HEADER_FIELDS = ("FROM", "SUBJECT", "DATE", "MESSAGE-ID", "AUTO-SUBMITTED", "PRECEDENCE")
 REASONS = {
     "unknown_sender": "the sender is not on the mailbox's allow-list",
     "no_attachment": "the message has no attachment",
@@ -54,6 +54,7 @@ class Message:
     received_at: datetime
     parts: tuple[Part, ...] = ()
     flags: frozenset[str] = field(default_factory=frozenset)
+    automatic: bool = False  # Auto-Submitted (not "no") or Precedence bulk/list/junk
 
     def params(self) -> dict[str, str]:
         """What the raw intake event records about the message."""
@@ -81,8 +82,12 @@ def message_from(mailbox: str, uid: int, uidvalidity: int, headers: bytes,
     except (TypeError, ValueError, IndexError):
         pass
     key = f"{mailbox}/{uidvalidity}/{uid}"
+    auto = _text(parsed.get("Auto-Submitted")).strip().lower()
+    precedence = _text(parsed.get("Precedence")).strip().lower()
+    automatic = auto not in ("", "no") or precedence in ("bulk", "list", "junk")
     return Message(uid=uid, key=key, message_id=message_id, sender=sender, subject=subject,
-                   date=date, received_at=received_at, parts=tuple(parts), flags=flags)
+                   date=date, received_at=received_at, parts=tuple(parts), flags=flags,
+                   automatic=automatic)
 
 
 def _text(value) -> str:

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import fnmatch
 import os
+import smtplib
 import ssl
 import tempfile
 import time
@@ -45,16 +46,18 @@ import structlog
 from nats.js.errors import KeyNotFoundError
 
 from bus.publish import publish
+from bus.subjects import stream_name
 from bus.storage import CONFIG_BUCKET, SEEN_BUCKET
 from contracts.base import derive_id, utc_now
 from contracts.config import MailboxDoc, parse_document
 from contracts.errors import TagusError, TenantConfigError, TransientError
 from contracts.intake import IntakeFailed
 from contracts.registry import decode, encode
-from producers.intake import Intake
+from producers.intake import Intake, Submitted
 from producers.mail.decode import UnsupportedEncoding
 from producers.mail.imap import PROCESSED, ImapSession, MessageUnreadable, TooLarge
-from producers.mail.plan import Ingest, Message, Refuse, plan
+from producers.mail.plan import Ingest, Message, Refuse, plan, sender_allowed
+from producers.mail.reply import Outcome, SmtpOptions, accounting, compose, line
 
 log = structlog.get_logger("tagus.intake.mail")
 
@@ -68,7 +71,8 @@ class MailOptions:
     written while they are read (default: the system's temporary folder).
     ``ca_file``: extra CA certificates to trust (a utility's own mail server).
     ``hosts``: the IMAP hosts mailboxes may name (empty: any).  ``tenants``: a glob of
-    the tenants this poller serves.
+    the tenants this poller serves.  ``smtp``: where replies go (``TAGUS_SMTP_*``);
+    ``reply_wait_s``: how long a reply waits for the attachments' accounting.
     """
 
     secrets_dir: Path | None = None
@@ -80,6 +84,8 @@ class MailOptions:
     refresh_s: float = 30.0
     max_messages: int = 100  # per mailbox and pass
     max_backoff_s: float = 600.0
+    smtp: SmtpOptions = field(default_factory=SmtpOptions)
+    reply_wait_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> MailOptions:
@@ -94,7 +100,9 @@ class MailOptions:
                    timeout_s=float(env.get("TAGUS_MAIL_TIMEOUT_S", 30)),
                    refresh_s=float(env.get("TAGUS_MAIL_REFRESH_S", 30)),
                    max_messages=int(env.get("TAGUS_MAIL_MAX_MESSAGES", 100)),
-                   max_backoff_s=float(env.get("TAGUS_MAIL_MAX_BACKOFF_S", 600)))
+                   max_backoff_s=float(env.get("TAGUS_MAIL_MAX_BACKOFF_S", 600)),
+                   smtp=SmtpOptions.from_env(env),
+                   reply_wait_s=float(env.get("TAGUS_MAIL_REPLY_WAIT_S", 300)))
 
     def secret(self, tenant: str, name: str, environ: Mapping[str, str]) -> str:
         """The tenant's secret ``name``: ``<secrets_dir>/<tenant>/<name>``, else the
@@ -133,6 +141,7 @@ class MailPoller:
         self.intake = intake
         self.options = options or MailOptions()
         self.environ = os.environ if environ is None else environ
+        self._replies: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ configuration
 
@@ -196,23 +205,90 @@ class MailPoller:
         started = time.monotonic()
         before = (stats.ingested, stats.duplicates, stats.refused)
         source = f"mail:{doc.user}"
+        outcomes: list[Outcome] = []
+        replying = PROCESSED not in message.flags and self._replying(tenant, doc, message)
+        start_seq = await self._intake_seq() if replying else 0
         if PROCESSED not in message.flags:  # else: handled, only the move is left
             for step in plan(message, doc):
                 if isinstance(step, Ingest):
-                    refused = await self._ingest(session, tenant, doc, message, step, source,
-                                                 stats)
+                    got = await self._ingest(session, tenant, doc, message, step, source,
+                                             stats)
                 else:
-                    refused = step
-                if refused is not None:
-                    await self._refuse(tenant, message, refused, source)
-                    stats.refused += 1
-                    stats.reasons[refused.reason] = stats.reasons.get(refused.reason, 0) + 1
+                    got = step
+                if isinstance(got, Submitted):
+                    first = got.event.recorded_at.strftime("%Y-%m-%d %H:%M UTC")
+                    outcomes.append(Outcome(step.filename, got.event.event_id,
+                                            first_seen=first if got.duplicate else None))
+                    continue
+                await self._refuse(tenant, message, got, source)
+                outcomes.append(Outcome(got.filename, reason=got.reason, detail=got.detail))
+                stats.refused += 1
+                stats.reasons[got.reason] = stats.reasons.get(got.reason, 0) + 1
         await asyncio.to_thread(session.finish, message.uid)
         stats.messages += 1
+        if replying and outcomes:
+            task = asyncio.create_task(self._reply(tenant, doc, message, outcomes, start_seq))
+            self._replies.add(task)
+            task.add_done_callback(self._replies.discard)
         log.info("mail message handled", tenant=tenant, uid=message.uid,
                  message_id=message.message_id, sender=message.sender,
                  ingested=stats.ingested - before[0], duplicates=stats.duplicates - before[1],
                  refused=stats.refused - before[2], duration_ms=round((time.monotonic() - started) * 1000))
+
+    def _replying(self, tenant: str, doc: MailboxDoc, message: Message) -> bool:
+        """Whether this message gets a reply (asked for, possible, and not to a stranger
+        or a machine)."""
+        if not doc.reply or message.automatic or not sender_allowed(message.sender,
+                                                                     doc.senders):
+            return False
+        if self.options.smtp.host is None:
+            log.warning("mail reply asked for but no SMTP server (TAGUS_SMTP_HOST)",
+                        tenant=tenant, message_id=message.message_id)
+            return False
+        return True
+
+    async def _intake_seq(self) -> int:
+        """The INTAKE stream's next sequence: the accounting of what follows comes later."""
+        try:
+            return (await self.js.stream_info(stream_name("intake"))).state.last_seq + 1
+        except (nats.errors.Error, TimeoutError) as e:
+            raise TransientError(f"reading the INTAKE stream's position: NATS "
+                                 f"{type(e).__name__} {e}") from None
+
+    async def _reply(self, tenant: str, doc: MailboxDoc, message: Message,
+                     outcomes: list[Outcome], start_seq: int) -> None:
+        """Wait for the accounting (at most ``reply_wait_s``), then answer the sender.
+        At most once: a failure is logged, never retried."""
+        try:
+            wanted = {o.intake_id for o in outcomes if o.intake_id and o.first_seen is None}
+            counted = await accounting(self.js, tenant, start_seq, wanted,
+                                       time.monotonic() + self.options.reply_wait_s) \
+                if wanted else {}
+            lines = [line(o, counted.get(o.intake_id or "")) for o in outcomes]
+            reply = compose(message, lines, sender=self.options.smtp.sender, mailbox=doc.user)
+            await asyncio.to_thread(self.options.smtp.send, reply)
+        except (smtplib.SMTPException, OSError) as e:
+            log.warning("mail reply not sent", tenant=tenant, to=message.sender,
+                        message_id=message.message_id, error=f"{type(e).__name__}: {e}")
+            return
+        except Exception:  # noqa: BLE001 - a reply's fault must not go unseen
+            log.exception("mail reply failed", tenant=tenant, message_id=message.message_id)
+            return
+        log.info("mail reply sent", tenant=tenant, to=message.sender,
+                 message_id=message.message_id, attachments=len(outcomes),
+                 counted=len(counted), waited_for=len(wanted))
+
+    async def replies(self, timeout_s: float | None = None) -> None:
+        """Wait for the replies under way (cancelled after ``timeout_s``)."""
+        pending = set(self._replies)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("mail replies not sent: stopping", count=len(late))
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def _unreadable(self, session: ImapSession, tenant: str, doc: MailboxDoc, uid: int,
                           detail: str, stats: PassStats) -> None:
@@ -231,7 +307,7 @@ class MailPoller:
 
     async def _ingest(self, session: ImapSession, tenant: str, doc: MailboxDoc,
                       message: Message, step: Ingest, source: str,
-                      stats: PassStats) -> Refuse | None:
+                      stats: PassStats) -> Refuse | Submitted:
         """Stream the attachment to a file and submit it; the refusal, if it is one."""
         limit = doc.max_attachment_bytes
         with tempfile.TemporaryFile(dir=self.options.spool_dir) as f:
@@ -265,7 +341,7 @@ class MailPoller:
         log.info("mail attachment submitted", tenant=tenant, filename=step.filename,
                  size_bytes=size, mapping=step.rule.mapping, intake_id=result.event.event_id,
                  duplicate=result.duplicate, message_id=message.message_id)
-        return None
+        return result
 
     async def _refuse(self, tenant: str, message: Message, step: Refuse, source: str) -> None:
         intake_id = derive_id("mail", tenant, message.key,
@@ -331,6 +407,7 @@ class MailPoller:
             wake = min([next_refresh, *waits]) - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.05, wake))
+        await self.replies(timeout_s=10)
 
     async def _pass(self, tenant: str, doc: MailboxDoc, failures: dict[str, int],
                     stop: asyncio.Event) -> float:

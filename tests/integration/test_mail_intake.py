@@ -32,12 +32,13 @@ from ops.serving import api_config
 from ops.wiring import questdb
 from producers.intake import Intake
 from producers.mail import PROCESSED, MailOptions, MailPoller
+from producers.mail.reply import SmtpOptions
 from projections.api import create_app
 from ops.dev.stack import free_port
 from tests.conftest import REPO
 from tests.helpers import eventually, stream_events
 from tests.integration.test_intake_paths import pipeline
-from tests.mail_support import Attachment, Dovecot, HoldingProxy, message
+from tests.mail_support import Attachment, Dovecot, HoldingProxy, SmtpSink, message
 
 pytestmark = pytest.mark.servers
 
@@ -346,6 +347,41 @@ async def test_serve_intake_polls_the_configured_mailboxes(nc, dovecot, tmp_path
     received, _, _ = await _intake(nc, tenant)
     assert [(e.filename, e.params["mail_message_id"]) for e in received] == [
         ("levels_serve.csv", "<serve@scada>")]
+
+
+async def test_the_sender_gets_a_reply_with_the_accounting(nc, fast_settings, dovecot):
+    js = nc.jetstream()
+    tenant, user, environ = await _tenant(js, dovecot, "reply", tls="none", reply=True)
+    bad = (b"Timestamp;T1\r\n2019-02-01 00:00:00;3,5\r\n2019-02-01 00:05:00;abc\r\n"
+           b"2019-02-01 00:10:00;12,0\r\n2019-02-01 00:15:00;\r\n")
+    dovecot.deliver(user, message(sender=SCADA, to=user, subject="levels", message_id="<r1@scada>",
+                                  attachments=(Attachment("levels_r.csv", bad),
+                                               Attachment("logo.png", b"png"))))
+    dovecot.deliver(user, message(sender="eve@elsewhere.example", to=user, subject="x",
+                                  message_id="<r2@elsewhere>",
+                                  attachments=(Attachment("levels.csv", bad),)))
+    doc = await ConfigStore(js).document(tenant, "mailbox")
+    with SmtpSink() as smtp:
+        options = MailOptions(smtp=SmtpOptions(host="127.0.0.1", port=smtp.port,
+                                               sender="tagus@water.example"), reply_wait_s=60)
+        poller = MailPoller(js, Intake(js, nc=nc), options, environ=environ)
+        async with pipeline(nc, fast_settings):
+            stats = await poller.poll(tenant, doc)
+            await poller.replies(timeout_s=90)
+    assert (stats.messages, stats.ingested, stats.refused) == (2, 1, 2), stats
+    (reply,) = smtp.messages  # none to the unknown sender
+    assert (reply["To"], reply["From"], reply["Subject"], reply["In-Reply-To"],
+            reply["Auto-Submitted"]) == (SCADA, "tagus@water.example", "Re: levels",
+                                         "<r1@scada>", "auto-replied")
+    _, parsed, _ = await _intake(nc, tenant)
+    (counted,) = parsed
+    assert (counted.values_received, counted.values_accepted, counted.values_rejected,
+            counted.values_missing) == (4, 1, 2, 1)
+    body = reply.get_content()
+    assert "- levels_r.csv: 4 values: 1 accepted, 2 rejected, 1 missing (" in body, body
+    for reason, n in counted.reasons.items():
+        assert f"{reason} {n}" in body, (reason, body)
+    assert "- logo.png: refused (no_matching_rule): " in body, body
 
 
 def _rss_kb(pid: int) -> dict[str, int]:

@@ -12,8 +12,10 @@ import pytest
 
 from contracts.config import parse_document
 from contracts.errors import TenantConfigError
+from contracts.intake import IntakeFailed, IntakeParsed
 from producers.mail.decode import Decoder, UnsupportedEncoding, decoded_estimate
 from producers.mail.plan import Ingest, Refuse, message_from, plan, sender_allowed
+from producers.mail.reply import Outcome, compose, line
 from producers.mail.wire import Part, fetch_items, parts
 
 # as dovecot 2.3 answers (one message, a text body and a CSV attachment)
@@ -151,3 +153,38 @@ def test_mailbox_document_is_validated_with_field_paths():
         _doc(processed="move")
     with pytest.raises(TenantConfigError, match="rules: "):
         _doc(rules=[])
+
+
+def test_the_reply_says_what_became_of_each_attachment():
+    at = datetime(2026, 1, 2, 7, 5, tzinfo=UTC)
+    parsed = IntakeParsed(event_id="p", tenant="t", occurred_at=at, recorded_at=at,
+                          intake_id="i1", rows_received=4, rows_accepted=2, rows_rejected=2,
+                          values_received=6, values_accepted=2, values_rejected=3,
+                          values_missing=1, reasons={"out_of_range": 2, "unparseable": 1,
+                                                     "missing": 1, "duplicate": 1})
+    failed = IntakeFailed(event_id="f", tenant="t", occurred_at=at, recorded_at=at,
+                          intake_id="i2", reason="unparseable", detail="no header row")
+    lines = [line(Outcome("a.csv", "i1"), parsed), line(Outcome("b.csv", "i2"), failed),
+             line(Outcome("c.csv", "i3"), None),
+             line(Outcome("d.csv", "i4", first_seen="2026-01-01 07:00 UTC"), None),
+             line(Outcome("logo.png", reason="no_matching_rule", detail="matches no rule"), None)]
+    assert lines == [
+        "a.csv: 6 values: 2 accepted, 3 rejected, 1 missing (out_of_range 2, duplicate 1, "
+        "missing 1 and 1 more)",
+        "b.csv: could not be read (unparseable): no header row",
+        "c.csv: received (upload i3), still being read; its accounting will be in the "
+        "uploads list",
+        "d.csv: already received 2026-01-01 07:00 UTC (upload i4); nothing new was read",
+        "logo.png: refused (no_matching_rule): matches no rule"]
+    m = _message("scada@utility.example", "Levels", "a.csv")
+    reply = compose(m, lines, sender="tagus@water.example", mailbox="reports@utility.example")
+    assert (reply["To"], reply["Subject"], reply["In-Reply-To"], reply["Auto-Submitted"]) == (
+        "scada@utility.example", "Re: Levels", "<m@x>", "auto-replied")
+    assert "- a.csv: 6 values: 2 accepted" in reply.get_content()
+    assert not m.automatic
+    for header in ("Auto-Submitted: auto-generated", "Precedence: bulk"):
+        auto = message_from("u/INBOX", 6, 1, f"From: a@b.c\r\n{header}\r\n\r\n".encode(),
+                            datetime(2026, 1, 2, 7, tzinfo=UTC), [])
+        assert auto.automatic, header
+    assert not message_from("u/INBOX", 7, 1, b"From: a@b.c\r\nAuto-Submitted: no\r\n\r\n",
+                            datetime(2026, 1, 2, 7, tzinfo=UTC), []).automatic
