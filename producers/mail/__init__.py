@@ -7,6 +7,7 @@ uploads, each message exactly once.
 - ``plan``: what to do with one message: ingest which attachment with which mapping,
   refuse what with which reason (pure);
 - ``imap``: one IMAP session (blocking, streamed partial fetches);
+- ``reply``: the optional answer to the sender with the accounting (pure text, SMTP);
 - ``poller``: ``MailPoller``, the passes and the service loop.
 """
 
