@@ -241,9 +241,11 @@ class ConsoleServer:
     """The API and console on a free port, components running, in a thread of its own."""
 
     def __init__(self, settings, shared_data: Path, workdir: Path, *,
-                 reset: Callable[[object], Awaitable[None]] | None = None) -> None:
+                 reset: Callable[[object], Awaitable[None]] | None = None,
+                 live_every_s: float = 10.0) -> None:
         self.settings, self.shared_data, self.workdir = settings, shared_data, workdir
         self.reset = reset  # reset(nc) first (tests: empty JetStream, no other test's backlog)
+        self.live_every_s = live_every_s  # how often pages poll /console/live
         self.nc = None
         self.seeded: Seeded | None = None
         self.url = ""
@@ -315,6 +317,7 @@ class ConsoleServer:
                 self.app = app = create_app(api_config(self.settings, port=port), tokens=view,
                                             config_store=store, tasks=TaskDesk(js))
                 app.state.intake = Intake(js, nc=nc)
+                app.state.console_live_every_s = self.live_every_s
                 server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                        log_level="warning",
                                                        access_log=False))

@@ -35,9 +35,12 @@ ROUTERS = (login.router, live.router, page_overview.router, page_schedule.router
            page_config.router, page_whatif.router)
 
 
-def mount(app: FastAPI, *, sessions: Sessions | None = None) -> None:
-    """Add the console's pages and static files to the API's ``app``."""
+def mount(app: FastAPI, *, sessions: Sessions | None = None,
+          live_every_s: float = 10.0) -> None:
+    """Add the console's pages and static files to the API's ``app``; pages poll
+    ``/console/live`` every ``live_every_s`` (``app.state.console_live_every_s``)."""
     app.state.console_sessions = sessions or Sessions()
+    app.state.console_live_every_s = live_every_s
     app.state.console_plotly_url = live.plotly_url()
     for router in ROUTERS:
         app.include_router(router)

@@ -117,7 +117,8 @@ async def render(request: Request, who: Operator | None, template: str, *,
         who=who, page=page, pages=PAGES, facts=facts or {}, zone=(facts or {}).get("zone",
                                                                                  "UTC"),
         now=datetime.now(UTC), plotly_js=request.app.state.console_plotly_url,
-        flash=request.query_params.get("flash", ""), **context)
+        flash=request.query_params.get("flash", ""),
+        live_every=getattr(request.app.state, "console_live_every_s", 10.0), **context)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 

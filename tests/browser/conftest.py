@@ -39,7 +39,7 @@ def console(settings, shared_data, tmp_path_factory):
     from tests.helpers import assert_accepted_were_stored, reset_jetstream
 
     server = ConsoleServer(settings, shared_data, tmp_path_factory.mktemp("console"),
-                           reset=reset_jetstream).start()
+                           reset=reset_jetstream, live_every_s=3.0).start()
     s = server.seeded
     print(f"\nconsole harness: seeded in {s.seed_s:.1f} s (optimise {s.optimise_s:.1f} s)")
     try:

@@ -149,7 +149,7 @@ def test_forecasts_page_equals_the_api(console, browser):
 
 
 def test_data_page_equals_the_api_and_a_dropped_file_is_ingested(console, browser,
-                                                                  shared_data, tmp_path):
+                                                                  shared_data):
     from selenium.webdriver.common.by import By
 
     s = console.seeded
@@ -167,20 +167,28 @@ def test_data_page_equals_the_api_and_a_dropped_file_is_ingested(console, browse
     href = browser.driver.find_element(By.ID, "export").get_attribute("href")
     csv = httpx.get(href, cookies=browser.cookie(), timeout=30).text.splitlines()
     assert csv[-1] == f"# end: {len(api['points'])} rows"
-    # a file dropped on the page (here: chosen with the file input) is ingested; one row
-    # out of range comes back as a rejection with its reason
+    # a file dropped on the page is ingested (Chromium's own drag events carrying a File:
+    # WebDriver cannot drag from the desktop; the file input shares the same sender); one
+    # row out of range comes back as a rejection with its reason
     body = redated_csv(shared_data / "battledim" / "2019-01_SCADA_Levels.csv",
                        s.start - timedelta(days=1), datetime(2019, 1, 14, tzinfo=UTC),
                        datetime(2019, 1, 14, 2, tzinfo=UTC)).decode()
     lines = body.splitlines()
     lines[3] = lines[3].split(";")[0] + ";99,5"
-    path = tmp_path / "levels_by_hand.csv"
-    path.write_text("\n".join(lines) + "\n")
     browser.driver.find_element(By.CSS_SELECTOR,
                                 '#upload-mapping option[value="battledim_levels"]').click()
-    field = browser.driver.find_element(By.ID, "upload-file")
-    browser.driver.execute_script("arguments[0].hidden = false", field)
-    field.send_keys(str(path))
+    highlighted = browser.driver.execute_script("""
+        const dt = new DataTransfer();
+        dt.items.add(new File([arguments[0]], arguments[1], {type: "text/csv"}));
+        const zone = document.getElementById("dropzone");
+        const ev = (kind) => new DragEvent(kind, {dataTransfer: dt, bubbles: true,
+                                                  cancelable: true});
+        zone.dispatchEvent(ev("dragover"));
+        const over = zone.classList.contains("over");
+        zone.dispatchEvent(ev("drop"));
+        return over && !zone.classList.contains("over");""",
+        "\n".join(lines) + "\n", "levels_by_hand.csv")
+    assert highlighted, "the drop zone shows where a dragged file will go"
     until(lambda: "as upload" in browser.text("upload-result"), 30, "the upload answer")
     intake_id = browser.text("upload-result").split("as upload ")[1].split(":")[0]
 
@@ -317,8 +325,8 @@ def test_live_updates_announce_a_new_schedule_and_an_alert(console, browser):
     assert "A what-if run finished" in item.text and "review" not in item.text
     d.find_element(By.ID, "live-dismiss").click()
     assert d.find_element(By.ID, "live-banner").get_attribute("hidden") is not None
-    console.call(raise_overflow_alert(console.nc, s))
     console.call(request_proposal(console.nc, s))
+    console.call(raise_overflow_alert(console.nc, s))
 
     def new_alert():
         now_open = console.api("/v1/alerts", tok, state="open").json()["alerts"]

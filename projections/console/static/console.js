@@ -157,7 +157,7 @@
     drawCharts(document);
     document.querySelectorAll("[data-refresh]").forEach(refresher);
     document.querySelectorAll(".dropzone").forEach(dropzone);
-    const every = Number(document.body.dataset.liveEvery || 10) * 1000;
+    const every = Math.max(2, Number(document.body.dataset.liveEvery || 10)) * 1000;
     if (csrf) showBanner();
     live();
     setInterval(live, every);
