@@ -160,8 +160,8 @@ def plan(message: Message, doc: MailboxDoc) -> list[Ingest | Refuse]:
         if content_type is None:
             steps.append(Refuse("unsupported_format", f"{message.describe()}: attachment "
                                 f"{name!r} matches rule {rule.attachment!r} but its type is "
-                                f"not read by the intake (known: {', '.join(sorted(CONTENT_TYPES))})",
-                                name, part))
+                                f"not read by the intake (known: "
+                                f"{', '.join(sorted(CONTENT_TYPES))})", name, part))
             continue
         estimate = decoded_estimate(part.encoding, part.size)
         if estimate > doc.max_attachment_bytes:

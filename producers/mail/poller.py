@@ -12,15 +12,17 @@ handled, and for each one
    id derived from the delivery (mailbox, UIDVALIDITY, UID), the part and the reason,
    and the arrival time as its time, so reading the same delivery again changes nothing;
 4. only when every one of those publishes was acknowledged by JetStream, mark the
-   message handled (keyword ``TagusProcessed``, or a move).
+   message handled (keyword ``TagusProcessed``, or a move);
+5. with ``reply: true``, answer the sender in the background once the accounting is in
+   (``reply.py``; at most once).
 
 A crash anywhere before 4 reads the message again on the next pass: the attachments are
 recognised by their content (``tagus-intake-seen``), the refusals by their ids (kept in
 the same bucket as ``<tenant>.mail.<intake id>``, so also after the stream's 2-minute
-duplicate window), so nothing is ingested or counted twice.  The same message delivered again is a new
-delivery: its attachments are duplicates by content (nothing published), its refusals
-are recorded again.  A NATS or IMAP failure stops
-the pass (the message stays unmarked) and the mailbox is retried with backoff.
+duplicate window), so nothing is ingested or counted twice.  The same message delivered
+again is a new delivery: its attachments are duplicates by content (nothing published),
+its refusals are recorded again.  A NATS or IMAP failure stops the pass (the message
+stays unmarked) and the mailbox is retried with backoff.
 
 The mailboxes come from the configuration view (kind ``mailbox``), re-read every
 ``refresh_s``; a changed document is polled at once.  Passwords are read from the
@@ -173,9 +175,10 @@ class MailPoller:
 
     async def poll(self, tenant: str, doc: MailboxDoc,
                    stop: asyncio.Event | None = None) -> PassStats:
-        """One pass over the tenant's mailbox (until ``stop``, between messages).  TransientError (IMAP or NATS down: the
-        messages not yet marked stay and are read again) or TenantConfigError (login
-        refused, folder missing, secret not provisioned, host not allowed)."""
+        """One pass over the tenant's mailbox (until ``stop``, between messages).
+        TransientError (IMAP or NATS down: the messages not yet marked stay and are read
+        again) or TenantConfigError (login refused, folder missing, secret not
+        provisioned, host not allowed)."""
         if self.options.hosts and doc.host.lower() not in self.options.hosts:
             raise TenantConfigError(f"mailbox host {doc.host!r} is not one the poller may "
                                     f"reach (TAGUS_MAIL_HOSTS)")
@@ -233,7 +236,8 @@ class MailPoller:
         log.info("mail message handled", tenant=tenant, uid=message.uid,
                  message_id=message.message_id, sender=message.sender,
                  ingested=stats.ingested - before[0], duplicates=stats.duplicates - before[1],
-                 refused=stats.refused - before[2], duration_ms=round((time.monotonic() - started) * 1000))
+                 refused=stats.refused - before[2],
+                 duration_ms=round((time.monotonic() - started) * 1000))
 
     def _replying(self, tenant: str, doc: MailboxDoc, message: Message) -> bool:
         """Whether this message gets a reply (asked for, possible, and not to a stranger
