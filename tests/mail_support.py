@@ -137,21 +137,25 @@ service anvil {{
         return self.root / "cert.pem"
 
     def stop(self) -> None:
-        pidfile = self.root / "run" / "master.pid"
-        pid = int(pidfile.read_text()) if pidfile.exists() else None
-        subprocess.run([DOVECOT, "-c", str(self.conf), "stop"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=30)
-        deadline = time.monotonic() + 10
-        while pid is not None and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Stop dovecot (SIGKILL after 10 s) and remove its folder (the mail store)."""
+        try:
+            pidfile = self.root / "run" / "master.pid"
+            pid = int(pidfile.read_text()) if pidfile.exists() else None
+            subprocess.run([DOVECOT, "-c", str(self.conf), "stop"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)
+            deadline = time.monotonic() + 10
+            while pid is not None and time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    pid = None
+                    break
+                time.sleep(0.05)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:
         path = self.root / "dovecot.log"
