@@ -1,11 +1,12 @@
 """``tagus kpis show|plot``: the daily KPIs (``kpi.compute``), as a table or a picture.
 
-    tagus kpis show --tenant T [--day D] [--days N]
+    tagus kpis show --tenant T [--day D] [--days N] [--full]
     tagus kpis plot --tenant T [--day D] [--days 14] [--out PATH]
 """
 
 from __future__ import annotations
 
+import textwrap
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--day", help="YYYY-MM-DD, the last day (default: the latest day computed)")
     p.add_argument("--days", type=int, default=None,
                    help="this many days up to --day (default: show 1, plot 14)")
+    p.add_argument("--full", action="store_true",
+                   help="show: each KPI's whole detail (how it was obtained), on its own line")
     p.add_argument("--out", type=Path,
                    help="plot: PNG to write (default <data_dir>/plots/kpis-<tenant>.png)")
     p.set_defaults(run=kpis)
@@ -42,8 +45,12 @@ async def kpis(settings, args) -> int:
     print(f"{'day':10}  {'kpi':26} {'subject':20} {'value':>14} {'unit':8} detail")
     for r in rows:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
+        detail = r["detail"] or ""
         print(f"{r['day']:10}  {r['name'][:26]:26} {r['subject'][:20]:20} {value:>14} "
-              f"{r['unit'][:8]:8} {(r['detail'] or '')[:60]}")
+              f"{r['unit'][:8]:8} {'' if args.full else detail[:60]}")
+        if args.full and detail:
+            print(textwrap.fill(detail, width=100, initial_indent=" " * 12,
+                                subsequent_indent=" " * 12))
     return 0
 
 

@@ -16,7 +16,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     df["day"] = pd.to_datetime(df["day"])
     return df.pivot_table(index="day", columns=["name", "subject"], values="value",
-                          aggfunc="last", dropna=False)
+                          aggfunc="last")
 
 
 def _col(wide: pd.DataFrame, name: str, subject: str = "network") -> pd.Series:
@@ -26,8 +26,9 @@ def _col(wide: pd.DataFrame, name: str, subject: str = "network") -> pd.Series:
 
 
 def plot_daily(rows: list[dict], title: str, path: Path, *, currency: str = "") -> Path:
-    """Three panels: energy (as run and counterfactual, kWh) with cost and saving on a
-    second axis; specific energy (kWh/m3); completeness per sensor (%).  Writes a PNG."""
+    """Four panels per day: energy as run and under the network's own controls (kWh);
+    cost as run, the counterfactual's, and the saving (currency); specific energy
+    (kWh/m3); completeness per sensor (%).  Writes a PNG and returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,52 +38,45 @@ def plot_daily(rows: list[dict], title: str, path: Path, *, currency: str = "") 
     if wide.empty:
         raise ValueError("no KPIs to draw")
     days = wide.index
-    width = 0.38
-    x = range(len(days))
-    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
+    x = list(range(len(days)))
+    left, right = [i - 0.2 for i in x], [i + 0.2 for i in x]
+    fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True)
 
     ax = axes[0]
-    ax.bar([i - width / 2 for i in x], _col(wide, "energy_kwh"), width, label="energy as run",
-           color="tab:blue")
-    ax.bar([i + width / 2 for i in x], _col(wide, "counterfactual_energy_kwh"), width,
-           label="energy, own controls", color="tab:gray", alpha=0.6)
-    ax.set_ylabel("kWh")
-    ax.grid(alpha=0.3, axis="y")
-    money = ax.twinx()
-    money.plot(list(x), _col(wide, "cost"), "o-", color="tab:red", label="cost as run")
-    money.plot(list(x), _col(wide, "saving"), "s--", color="tab:green", label="saving")
-    money.axhline(0, color="black", lw=0.6)
-    money.set_ylabel(currency or "cost")
-    handles = ax.get_legend_handles_labels()
-    more = money.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", fontsize=8,
-              ncol=4)
+    ax.bar(left, _col(wide, "energy_kwh"), 0.38, label="as run", color="tab:blue")
+    ax.bar(right, _col(wide, "counterfactual_energy_kwh"), 0.38,
+           label="network's own controls", color="tab:gray", alpha=0.6)
+    ax.set_ylabel("energy kWh")
 
     ax = axes[1]
-    ax.plot(list(x), _col(wide, "specific_energy_kwh_per_m3"), "o-", color="tab:purple",
+    ax.bar(left, _col(wide, "cost"), 0.38, label="cost as run", color="tab:red")
+    ax.bar(right, _col(wide, "counterfactual_cost"), 0.38, label="cost, own controls",
+           color="tab:gray", alpha=0.6)
+    ax.plot(x, _col(wide, "saving"), "s--", color="tab:green", label="saving")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylabel(currency or "cost")
+
+    ax = axes[2]
+    ax.plot(x, _col(wide, "specific_energy_kwh_per_m3"), "o-", color="tab:purple",
             label="network")
     pumps = sorted({s for n, s in wide.columns
                     if n == "specific_energy_kwh_per_m3" and s != "network"})
     if len(pumps) > 1:
         for p in pumps:
-            ax.plot(list(x), _col(wide, "specific_energy_kwh_per_m3", p), ".-", lw=0.8,
-                    label=p)
+            ax.plot(x, _col(wide, "specific_energy_kwh_per_m3", p), ".-", lw=0.8, label=p)
     ax.set_ylabel("kWh/m3")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, ncol=4)
 
-    ax = axes[2]
-    sensors = sorted(s for n, s in wide.columns if n == "completeness")
-    for s in sensors:
-        ax.plot(list(x), _col(wide, "completeness", s) * 100.0, ".-", lw=0.9, label=s)
+    ax = axes[3]
+    for s in sorted(s for n, s in wide.columns if n == "completeness"):
+        ax.plot(x, _col(wide, "completeness", s) * 100.0, ".-", lw=0.9, label=s)
     ax.set_ylabel("completeness %")
     ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    if sensors:
-        ax.legend(loc="lower left", fontsize=8, ncol=min(len(sensors), 6))
-    ax.set_xticks(list(x))
-    ax.set_xticklabels([f"{d:%Y-%m-%d}" for d in days], rotation=45, ha="right")
-
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8, ncol=6)
+    axes[-1].set_xticks(x)
+    axes[-1].set_xticklabels([f"{d:%Y-%m-%d}" for d in days], rotation=45, ha="right")
     axes[0].set_title(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

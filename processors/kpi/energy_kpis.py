@@ -239,7 +239,7 @@ def energy_kpis(d: KpiDay, config: dict, network: Network | None, no_network: st
         out.append(Kpi(name="pumped_m3", subject=p, value=vol, unit="m3", detail=vol_words))
         out += _per_m3(p, f.energy_kwh, f.cost, vol, currency)
     if pumps:
-        out += _network_totals(pumps, figures, volumes, currency)
+        out += _network_totals(pumps, figures, volumes, currency, _twin_check(d, twin))
     out += _saving(d, twin, network, rules, prices, no_price, currency)
     return out
 
@@ -305,7 +305,24 @@ def _per_m3(subject: str, energy: float, cost: float, volume: float, currency: s
                 unit=f"{currency}/m3", detail=f"cost / pumped_m3 = {cost:.2f} / {volume:.1f}")]
 
 
-def _network_totals(pumps, figures, volumes, currency) -> list[Kpi]:
+def _twin_check(d: KpiDay, twin: DaySimulations) -> str:
+    """How the as-run simulation's final tank levels compare with the measured ones: the
+    twin's fidelity on the day, in words (empty without a simulation or readings)."""
+    if twin.as_run is None:
+        return ""
+    said = []
+    for b in sorted(d.bound("tank_level"), key=lambda b: b.sensor):
+        held = d.held.get(b.sensor)
+        if b.element not in twin.as_run.tank_ids or held is None:
+            continue
+        before_end = held.value_at(d.hi - 1)
+        if before_end is not None:
+            said.append(f"{b.element} {twin.as_run.final_m(b.element):.2f} m simulated, "
+                        f"{before_end + b.offset_m:.2f} m measured")
+    return ("; at the day's end as run: " + ", ".join(said)) if said else ""
+
+
+def _network_totals(pumps, figures, volumes, currency, check: str = "") -> list[Kpi]:
     def total(values, what):
         missing = [p for p, v in values.items() if not math.isfinite(v)]
         if missing:
@@ -314,7 +331,8 @@ def _network_totals(pumps, figures, volumes, currency) -> list[Kpi]:
     e, e_words = total({p: figures[p].energy_kwh for p in pumps}, "energy")
     c, c_words = total({p: figures[p].cost for p in pumps}, "cost")
     v, v_words = total({p: volumes.get(p, (NAN,))[0] for p in pumps}, "pumped volume")
-    return [Kpi(name="energy_kwh", subject="network", value=e, unit="kWh", detail=e_words),
+    return [Kpi(name="energy_kwh", subject="network", value=e, unit="kWh",
+                detail=e_words + check),
             Kpi(name="cost", subject="network", value=c, unit=currency, detail=c_words),
             Kpi(name="pumped_m3", subject="network", value=v, unit="m3", detail=v_words),
             *_per_m3("network", e, c, v, currency)]
@@ -346,6 +364,11 @@ def _saving(d: KpiDay, twin: DaySimulations, network, rules, prices, no_price: s
             f"{t} within [{lo:.2f}, {hi:.2f}] m" for t, (lo, hi, _) in bounds.items())
     finals = ", ".join(f"{t} ends at {cf.final_m(t):.2f} m (as run {ar.final_m(t):.2f} m)"
                        for t in network.tank_ids)
+    stored = sum(float(t.volume_m3(cf.final_m(t.id)) - t.volume_m3(ar.final_m(t.id)))
+                 for t in network.tanks)
+    if abs(stored) >= 1.0:
+        finals += (f": the counterfactual ends with {abs(stored):.0f} m3 "
+                   f"{'more' if stored > 0 else 'less'} in storage")
     basis = (f"the network's own controls (.inp controls and rules) on the same measured "
              f"demand, initial levels and tariff: {cf.energy_kwh.sum():.2f} kWh")
     ar_e, cf_e = float(ar.energy_kwh.sum()), float(cf.energy_kwh.sum())

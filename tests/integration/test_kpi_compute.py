@@ -97,6 +97,16 @@ async def _outcome(nc, task_id):
     return None
 
 
+async def _stored(settings, tenant, expected):
+    await asyncio.to_thread(wiring.questdb(settings).wait_for_wal, "readings", 30.0)
+    conn = await wiring.pg_connection(settings)
+    try:
+        n = await conn.fetchval("SELECT count() FROM readings WHERE tenant = $1", tenant)
+    finally:
+        await conn.close()
+    return n if n == expected else None
+
+
 async def _computed(nc, tenant):
     for m in await stream_messages(nc, "KPI", f"tagus.kpi.{tenant}.>"):
         e = decode("kpi", m.data)
@@ -112,21 +122,26 @@ async def test_ltown_day_kpis_equal_an_independent_computation(nc, fast_settings
     await store.create_tenant(tenant, display_name="L-Town", timezone="UTC", country="CY",
                               author="test")
     files = {}
-    for name, mapping in (("2019-01_SCADA_Flows.csv", "battledim_flows.yaml"),
-                          ("2019-01_SCADA_Levels.csv", "battledim_levels.yaml")):
-        files[name] = tmp_path / name
-        trimmed(shared_data / "battledim" / name, files[name])
-        result = await ingest(fast_settings, files[name], tenant, MAPPINGS / mapping,
-                              process="yes", progress=False, timeout_s=300)
-        assert type(result.outcome).__name__ == "IntakeParsed"
-    for kind, body in (("network", (shared_data / "battledim" / "L-TOWN.inp").read_bytes()),
-                       ("assets", LTOWN_ASSETS), ("tariff", LTOWN_TARIFF), ("rules", RULES)):
-        await store.put(tenant, kind, body, author="test")
     js = nc.jetstream()
     async with components_running(nc, fast_settings, wiring.topology(fast_settings),
                                   timeout_s=300):
+        for name, mapping in (("2019-01_SCADA_Flows.csv", "battledim_flows.yaml"),
+                              ("2019-01_SCADA_Levels.csv", "battledim_levels.yaml")):
+            files[name] = tmp_path / name
+            trimmed(shared_data / "battledim" / name, files[name])
+            result = await ingest(fast_settings, files[name], tenant, MAPPINGS / mapping,
+                                  process="no", progress=False, timeout_s=120)
+            assert type(result.outcome).__name__ == "IntakeParsed"
+        for kind, body in (("network", (shared_data / "battledim" / "L-TOWN.inp").read_bytes()),
+                           ("assets", LTOWN_ASSETS), ("tariff", LTOWN_TARIFF),
+                           ("rules", RULES)):
+            await store.put(tenant, kind, body, author="test")  # bindings name known sensors
+        expected = int(frame(files["2019-01_SCADA_Flows.csv"]).notna().sum().sum()
+                       + frame(files["2019-01_SCADA_Levels.csv"]).notna().sum().sum())
+        await eventually(lambda: _stored(fast_settings, tenant, expected), timeout_s=60,
+                         interval_s=0.5, what="readings in QuestDB")
         task = await request_task(js, tenant, "kpi.compute", {"day": DAY}, requested_by="test")
-        await eventually(lambda: _outcome(nc, task.event_id), timeout_s=120, what="kpi.compute")
+        await eventually(lambda: _outcome(nc, task.event_id), timeout_s=300, what="kpi.compute")
         done = await _outcome(nc, task.event_id)
         assert isinstance(done, TaskCompleted), done
         event = await eventually(lambda: _computed(nc, tenant), timeout_s=30, what="kpis")

@@ -293,6 +293,25 @@ def test_the_day_on_a_tiny_network_known_good_energy_cost_and_saving():
     assert math.isnan(k["schedule_adherence", "network"].value)
 
 
+def test_measured_power_is_preferred_and_the_saving_stays_like_for_like():
+    series = _series()
+    power = np.where(series["P1_flow"][1] > 0, 12_000.0, 0.0)  # 12 kW measured when on
+    series["P1_power"] = (series["P1_flow"][0], power)
+    config = {"tenant": TenantDoc(display_name="T"), "assets": AssetsDoc.model_validate(
+        {"bindings": BINDINGS + [{"sensor": "P1_power", "role": "pump_power",
+                                  "element": "P1"}]}), "tariff": TARIFF, "network": TINY_INP}
+    k = _task(config, series)
+    assert k["energy_kwh", "P1"].value == pytest.approx(12 * 7.5)
+    assert k["energy_kwh", "P1"].detail.startswith("measured: ∫ P1_power")
+    assert k["cost", "P1"].value == pytest.approx(12 * (6 * 0.10 + 1.5 * 0.25))
+    # the saving compares the twin with itself (10 kW / 0.75 as run), not with the meter
+    as_run_simulated = 10 / 0.75 * (6 * 0.10 + 1.5 * 0.25)
+    assert k["saving", "network"].value == pytest.approx(
+        k["counterfactual_cost", "network"].value - as_run_simulated, rel=1e-6)
+    assert "T1 " in k["energy_kwh", "network"].detail and "measured" in \
+        k["energy_kwh", "network"].detail
+
+
 def test_without_a_network_or_tariff_the_readings_figures_remain():
     config = {"tenant": TenantDoc(display_name="T"), "assets": AssetsDoc.model_validate(
         {"bindings": BINDINGS}), "rules": RulesDoc.model_validate(
