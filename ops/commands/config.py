@@ -1,7 +1,7 @@
 """``tagus config put|show|history|diff --tenant T KIND [FILE]``: versioned configuration.
 
-Kinds: tenant, network (an EPANET .inp), assets, tariff, rules, schedules, chains,
-mapping-<id> (YAML or JSON documents; see ``contracts/config.py``).
+Kinds: tenant, network (an EPANET .inp), assets, tariff, rules, schedules, chains, pv,
+alerts, mailbox, mapping-<id> (YAML or JSON documents; see ``contracts/config.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def register(sub) -> None:
                                       "configuration (versioned, audited)")
     p.add_argument("action", choices=["put", "show", "history", "diff"])
     p.add_argument("kind", help="tenant, network, assets, tariff, rules, schedules, chains, "
-                                "mapping-<id>")
+                                "pv, alerts, mailbox or mapping-<id> (tokens: tagus token)")
     p.add_argument("file", type=Path, nargs="?", help="the new document (put)")
     p.add_argument("--tenant", required=True)
     p.add_argument("--reason", default="", help="why (recorded with the change)")
