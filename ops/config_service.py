@@ -176,6 +176,8 @@ class ConfigStore:
     async def _cross_check(self, tenant: str, kind: str, doc) -> list[str]:
         """Checks against the tenant's network and sensors; raises on what cannot work,
         returns warnings for what can but looks wrong."""
+        if kind == "mailbox":
+            return await self._check_mailbox(tenant, doc)
         if kind not in ("assets", "rules", "tariff"):
             return []
         network = await self._network_of(tenant)
@@ -189,6 +191,21 @@ class ConfigStore:
             raise TenantConfigError(f"tariff: price_sensor: {doc.price_sensor!r} is not bound "
                                     f"with role price in the tenant's assets")
         return []
+
+    async def _check_mailbox(self, tenant: str, doc) -> list[str]:
+        """A rule naming a mapping the tenant does not have (yet) would refuse every
+        attachment it matches as ``invalid_mapping``: said as a warning (the mapping may
+        come next)."""
+        from bus.storage import get_mapping
+
+        warnings = []
+        for i, rule in enumerate(doc.rules):
+            if (await get_mapping(self.js, tenant, rule.mapping) is None
+                    and await self.current(tenant, f"mapping-{rule.mapping}") is None):
+                warnings.append(f"rules.{i}.mapping: the tenant has no mapping "
+                                f"{rule.mapping!r} yet; attachments matching "
+                                f"{rule.attachment!r} are refused until it exists")
+        return warnings
 
     async def _network_of(self, tenant: str):
         from processors.simulate.network import load_network

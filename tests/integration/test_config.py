@@ -219,3 +219,14 @@ async def test_yaml_documents_from_files_work_like_data(ltown, tmp_path):
     path.write_text(yaml.safe_dump(TARIFF))
     change = await store.put(tenant, "tariff", path.read_bytes(), author="cli")
     assert change.document["periods"][0]["price"] == "0.08 EUR/kWh"
+
+
+async def test_a_mailbox_rule_naming_a_missing_mapping_is_warned_about(ltown):
+    store, tenant = ltown
+    doc = {"host": "imap.example.org", "user": "scada", "password_secret": "imap",
+           "senders": ["@utility.example"],
+           "rules": [{"attachment": "*levels*.csv", "mapping": "levels"},
+                     {"attachment": "*pumps*.csv", "mapping": "pumps"}]}
+    change = await store.put(tenant, "mailbox", doc, author="ana")
+    assert len(change.warnings) == 1, change.warnings
+    assert change.warnings[0].startswith("rules.1.mapping:") and "'pumps'" in change.warnings[0]
