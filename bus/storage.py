@@ -68,6 +68,8 @@ def default_buckets(replicas: int = 1) -> tuple[BucketSpec, ...]:
 
 
 async def ensure_buckets(js: JetStreamContext, buckets: tuple[BucketSpec, ...]) -> list[str]:
+    """Create the buckets that are missing; a bucket that exists with another number of
+    replicas (``TAGUS_STREAM_REPLICAS`` changed on a cluster) gets its stream updated."""
     changes = []
     for b in buckets:
         try:
@@ -75,9 +77,16 @@ async def ensure_buckets(js: JetStreamContext, buckets: tuple[BucketSpec, ...]) 
                 await js.object_store(b.name)
             else:
                 await js.key_value(b.name)
-            continue
         except (BucketNotFoundError, NotFoundError):
             pass
+        else:
+            stream = ("OBJ_" if b.kind == "object" else "KV_") + b.name
+            have = (await js.stream_info(stream)).config
+            if have.num_replicas != b.replicas:
+                have.num_replicas = b.replicas
+                await js.update_stream(have)
+                changes.append(f"updated {b.kind} bucket {b.name}: replicas {b.replicas}")
+            continue
         if b.kind == "object":
             await js.create_object_store(b.name, js_api.ObjectStoreConfig(
                 description=b.description, storage=js_api.StorageType.FILE,
