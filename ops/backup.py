@@ -213,6 +213,14 @@ async def _connect(settings: Settings, name: str) -> Client:
                                         first_connect_timeout_s=settings.cli_timeout_s)
 
 
+_BAR_EVERY = 500  # messages between progress-bar updates (one per message slows a backup)
+
+
+def _advance(bar: tqdm, result: StreamResult) -> None:
+    bar.update(result.messages - bar.n)
+    bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB", refresh=False)
+
+
 def _ns(ts) -> int:
     if isinstance(ts, datetime):
         return int(ts.timestamp() * 1e9)
@@ -322,12 +330,13 @@ async def _backup_stream(js: JetStreamContext, name: str, directory: Path,
             result.messages += 1
             result.bytes += len(subject) + len(data) + sum(
                 len(k) + len(v) for k, v in (headers or {}).items())
-            bar.update()
-            bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB", refresh=False)
+            if not result.messages % _BAR_EVERY:
+                _advance(bar, result)
 
         write(MAGIC)
         if info.state.messages:
             await _read(js, name, info.state.last_seq, on_message)
+    _advance(bar, result)
     bar.close()
     result.seconds = time.monotonic() - started
     last_seq = info.state.last_seq
@@ -477,8 +486,9 @@ async def _restore_stream(js: JetStreamContext, entry: dict, directory: Path, re
             result.messages += 1
             result.bytes += len(rec.subject) + len(rec.data) + sum(
                 len(k) + len(v) for k, v in (rec.headers or {}).items())
-            bar.update()
-            bar.set_postfix_str(f"{result.bytes / 1e6:.1f} MB", refresh=False)
+            if not result.messages % _BAR_EVERY:
+                _advance(bar, result)
+        _advance(bar, result)
         while publisher.next_seq <= last:
             await publisher.send(placeholder, b"", None)
         await publisher.flush()
