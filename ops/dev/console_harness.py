@@ -225,14 +225,16 @@ async def raise_overflow_alert(nc, s: Seeded, level_m: float = 4.2) -> None:
                                          values=[level_m])]))
 
 
-async def request_proposal(nc, s: Seeded, hours: int = 2) -> str:
-    """An ``optimise`` task over ``hours`` from two hours after the start (its own
-    proposal: a new schedule); returns the task id."""
+async def request_proposal(nc, s: Seeded, hours: int = 4) -> str:
+    """An ``optimise`` task over ``hours`` from two hours after the start (a new
+    proposal that overlaps the seeded one and ends with it, ahead of now, so it can be
+    released after it; from three hours, the optimiser falls back, unverified, on this
+    day); returns the task id."""
     from ops.task_service import request_task
 
     task = await request_task(nc.jetstream(), s.tenant, "optimise",
                               {"start": (s.start + timedelta(hours=2)).isoformat(),
-                               "horizon_h": hours, "demand": "actual", "time_limit_s": 5},
+                               "horizon_h": hours, "demand": "actual", "time_limit_s": 20},
                               requested_by="harness")
     return task.event_id
 

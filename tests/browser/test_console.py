@@ -116,6 +116,10 @@ def test_schedule_page_equals_the_api_and_explains_on_hover(console, browser):
     assert browser.text("saving").startswith(f"{money(api['saving'])} {api['currency']}")
     assert browser.text("schedule-state") == "proposed"
     assert "verified" in browser.text("verified")
+    for listed in console.api("/v1/schedules", s.tokens["viewer"], days=30).json()["schedules"]:
+        row = browser.driver.find_element(
+            By.CSS_SELECTOR, f'#schedules tr[data-schedule="{listed["schedule_id"]}"]')
+        assert row.find_element(By.CSS_SELECTOR, ".cost").text == money(listed["cost"])
     # the plan table holds every pump-period's reason as the API gives it
     reasons = {r for p in api["plan"]["pumps"] for r in p["reasons"]}
     table = browser.driver.find_element(By.ID, "plan-table").get_attribute("textContent")
@@ -146,6 +150,12 @@ def test_forecasts_page_equals_the_api(console, browser):
     measured = [p for p in api["points"] if p["actual"] is not None]
     inside = sum(p["p10"] <= p["actual"] <= p["p90"] for p in measured)
     assert browser.text("coverage").startswith(f"{100 * inside / len(measured):,.0f} %")
+    mae = sum(abs(p["p50"] - p["actual"]) for p in measured) / len(measured)
+    assert browser.text("mae") == f"{mae:.4g} {api['points'][0]['unit']}"
+    skill = next(k for k in console.api("/v1/kpis", console.seeded.tokens["viewer"],
+                                        day=datetime.now(UTC).date().isoformat()
+                                        ).json()["kpis"] if k["name"] == "forecast_skill")
+    assert browser.text("kpi-skill") == money(skill["value"])
 
 
 def test_data_page_equals_the_api_and_a_dropped_file_is_ingested(console, browser,
@@ -350,12 +360,59 @@ def test_live_updates_announce_a_new_schedule_and_an_alert(console, browser):
         60, "the proposal announced on the open page")[0]
     link = item.find_element(By.TAG_NAME, "a").get_attribute("href")
     assert link.endswith(f"/schedule/{proposed['schedule_id']}")
+    STATE["live_schedule"] = proposed["schedule_id"]
     # both stay until dismissed
     assert d.find_elements(By.CSS_SELECTOR, f'#live-banner li[data-news="alert:{alert["alert_id"]}"]')
     browser.check_console("live updates")
     browser.screenshot("live-banner")
     d.find_element(By.ID, "live-dismiss").click()
     assert d.find_element(By.ID, "live-banner").get_attribute("hidden") is not None
+
+
+def test_a_second_release_says_what_it_changed(console, browser):
+    """The proposal of the live test overlaps release v1: approved, it becomes v2, and the
+    releases list counts the pump-periods it changed, as the two plans in the API say."""
+    from selenium.webdriver.common.by import By
+
+    s = console.seeded
+    tok = s.tokens["viewer"]
+    new_id = STATE["live_schedule"]
+    proposal = console.api(f"/v1/schedules/{new_id}", tok).json()
+    assert proposal["verified"], ("the live test's proposal was not verified in EPANET "
+                                  f"({proposal['status']}): it cannot be approved")
+    browser.visit(f"/schedule/{new_id}")
+    browser.driver.find_element(By.ID, "approve").click()
+    browser.driver.switch_to.alert.accept()
+    browser.settle("/schedule (approved: v2)")
+    until(lambda: console.api(f"/v1/schedules/{new_id}", tok).json()["state"]
+          == "released", 90, "the second release")
+    new, old = (console.api(f"/v1/schedules/{x}", tok).json() for x in (new_id, s.schedule_id))
+    assert (new["version"], old["version"]) == (2, 1)
+    compared, changed = _changed_periods(new, old)
+    assert compared > 0
+    browser.visit(f"/schedule/{new_id}", "schedule-v2")
+    row = browser.driver.find_element(By.CSS_SELECTOR, '#releases tr[data-version="2"]')
+    assert f"{changed} of {compared} pump-periods (v1)" in row.text, row.text
+    assert money(new["cost"]) in row.text and "olga" in row.text
+    first = browser.driver.find_element(By.CSS_SELECTOR, '#releases tr[data-version="1"]')
+    assert "first release" in first.text and money(old["cost"]) in first.text
+
+
+def _changed_periods(new: dict, old: dict) -> tuple[int, int]:
+    """(pump-periods of ``new`` at an instant ``old`` also plans, those whose speed
+    differs), from the API's plans."""
+    a0 = datetime.fromisoformat(new["start"].replace("Z", "+00:00"))
+    b0 = datetime.fromisoformat(old["start"].replace("Z", "+00:00"))
+    before = {p["pump"]: p["speeds"] for p in old["plan"]["pumps"]}
+    compared = changed = 0
+    for p in new["plan"]["pumps"]:
+        for k, speed in enumerate(p["speeds"]):
+            offset = (a0 + timedelta(seconds=k * new["period_s"]) - b0).total_seconds()
+            j, rest = divmod(offset, old["period_s"])
+            if p["pump"] in before and offset >= 0 and not rest and j < len(before[p["pump"]]):
+                compared += 1
+                changed += before[p["pump"]][int(j)] != speed
+    return compared, changed
 
 
 def test_configuration_history_and_an_admin_edit(console, browser):
