@@ -432,7 +432,7 @@ async def restore(settings: Settings, directory: Path, *, replace: bool = False,
                  ] if set(occupied) - wanted else []
         if verify:
             for entry, result in zip(manifest["streams"], results, strict=True):
-                result.problems += await _verify_stream(js, entry)
+                result.problems += await _verify_stream(js, entry, progress)
             notes.append("  verified: every stream's sequences, messages and content sha256 "
                          "match the manifest; every durable consumer exists"
                          if not any(r.problems for r in results) else "  VERIFY FAILED")
@@ -569,7 +569,7 @@ class _Publisher:
                 "else publishing into the stack? delete the stream and restore again")
 
 
-async def _verify_stream(js: JetStreamContext, entry: dict) -> list[str]:
+async def _verify_stream(js: JetStreamContext, entry: dict, progress: bool) -> list[str]:
     name = entry["name"]
     problems = []
     info = await js.stream_info(name)
@@ -577,14 +577,22 @@ async def _verify_stream(js: JetStreamContext, entry: dict) -> list[str]:
         problems.append(f"last sequence {info.state.last_seq}, backup {entry['last_seq']}")
     digest, count, first = _Digest(), 0, None
 
+    bar = tqdm(total=info.state.messages, unit="msg", desc=f"verify {name}", leave=False,
+               disable=not progress)
+
     def on_message(seq, subject, time_ns, headers, data) -> None:
         nonlocal count, first
         first = first or seq
         count += 1
         digest.add(seq, subject, headers, data)
+        if not count % _BAR_EVERY:
+            bar.update(count - bar.n)
 
-    if info.state.messages:
-        await _read(js, name, info.state.last_seq, on_message)
+    try:
+        if info.state.messages:
+            await _read(js, name, info.state.last_seq, on_message)
+    finally:
+        bar.close()
     if count != entry["messages"]:
         problems.append(f"{count} messages, backup {entry['messages']}")
     if count and first != entry["first_seq"]:

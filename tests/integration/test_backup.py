@@ -252,13 +252,13 @@ async def test_sequences_gaps_duplicate_ids_revisions_and_positions_survive(
 
     before = await picture()
     assert before[0] == 10 and len(before[3]) == 305 - 9 - 4
-    await backup(fast_settings, tmp_path / "bk", progress=False, nc=nc)
+    await backup(fast_settings, tmp_path / "bk", progress=True, nc=nc)  # bars to stderr
     with pytest.raises(BackupError, match="not empty.*BKTEST.*--replace"):
         await restore(fast_settings, tmp_path / "bk", progress=False, nc=nc)
     await js.delete_stream("BKTEST")
     await js.delete_key_value("bktest")
     # what is left (the topology's streams, all empty) is replaced without asking
-    report = await restore(fast_settings, tmp_path / "bk", progress=False, nc=nc)
+    report = await restore(fast_settings, tmp_path / "bk", progress=True, nc=nc)
     assert report.ok, report.lines()
     assert await picture() == before
     report = await restore(fast_settings, tmp_path / "bk", replace=True, progress=False, nc=nc)
