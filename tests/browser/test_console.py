@@ -362,7 +362,8 @@ def test_live_updates_announce_a_new_schedule_and_an_alert(console, browser):
     assert link.endswith(f"/schedule/{proposed['schedule_id']}")
     STATE["live_schedule"] = proposed["schedule_id"]
     # both stay until dismissed
-    assert d.find_elements(By.CSS_SELECTOR, f'#live-banner li[data-news="alert:{alert["alert_id"]}"]')
+    assert d.find_elements(By.CSS_SELECTOR,
+                           f'#live-banner li[data-news="alert:{alert["alert_id"]}"]')
     browser.check_console("live updates")
     browser.screenshot("live-banner")
     d.find_element(By.ID, "live-dismiss").click()
