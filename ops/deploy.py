@@ -56,7 +56,7 @@ _SIZING = {
     "normalise": Sizing(1, 8, 20, "250m", "768Mi", "3Gi"),  # uploads: one message = a file
     "normalise-units": Sizing(1, 8, 1000, "250m", "512Mi", "2Gi"),
     "questdb-readings": Sizing(1, 6, 200, "250m", "512Mi", "2Gi"),
-    # one replica always: the notifier claims each notice, but keep one sender per node
+    # replicas claim each notice in KV (tagus-alert-notices): none is sent twice
     "notifier": Sizing(1, 2, 100),
     "config-view": Sizing(1, 1),  # a KV view: one writer keeps its order simple
 }
@@ -115,6 +115,8 @@ def _pod(component: str, args: list[str], *, port: int | None, size: Sizing,
     }
     if ports:
         container["ports"] = ports
+        # imports take seconds on a busy node: up to 3 minutes before liveness applies
+        container["startupProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 36}
         container["livenessProbe"] = probe
         container["readinessProbe"] = {**probe, "httpGet": {"path": "/readyz", "port": "http"},
                                        "periodSeconds": 10}
