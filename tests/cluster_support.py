@@ -206,7 +206,7 @@ async def cluster_nodes(settings, tmp_path_factory):
             client = load_settings()
         t = time.monotonic()
         async with wiring.nats(client, "tagus-tests-cluster") as nc:
-            await ensure_topology(nc.jetstream(), wiring.topology(client))
+            await ensure_topology(nc.jetstream(timeout=30), wiring.topology(client))
         print(f"topology at R{SIZE} in {time.monotonic() - t:.1f} s")
         c = Cluster(stack_settings, client, env, operator_env(stack_settings), root / "logs")
         try:

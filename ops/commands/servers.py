@@ -69,7 +69,9 @@ async def topology(settings, args) -> int:
     from ops import wiring
 
     async with wiring.nats(settings, "tagus-topology") as nc:
-        changes = await ensure_topology(nc.jetstream(), wiring.topology(settings))
+        # creating a replicated stream waits for its Raft group: seconds on a busy cluster
+        changes = await ensure_topology(nc.jetstream(timeout=max(30.0, settings.cli_timeout_s)),
+                                        wiring.topology(settings))
     print("\n".join(changes) or "topology unchanged")
     return 0
 

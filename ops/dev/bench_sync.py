@@ -4,9 +4,10 @@ nats-server acknowledges a JetStream write before it is on disk and fsyncs every
 minutes by default, so a power loss can lose acknowledged writes (FIELD-NOTES.md);
 ``TAGUS_NATS_SYNC_ALWAYS=true`` writes ``sync_interval: always`` into the server's
 configuration (an fsync per write).  This bench starts two private nats-servers on free
-ports, each with its own empty store under a temporary directory, one with the default
-and one with ``sync_interval: always``, and the stack's QuestDB (started if it is not
-running, as ``tagus stack up`` does).  In each of ``--runs`` rounds, in alternating
+ports (``--cluster``: two 3-node clusters, streams at R3), each with its own empty store
+under a temporary directory, one with the default and one with ``sync_interval:
+always``, and the stack's QuestDB (started if it is not running, as ``tagus stack up``
+does).  In each of ``--runs`` rounds, in alternating
 order (drift on the machine hits both equally), it times against each server:
 
 - end to end, as ``tagus bench ingest`` does (``--sensors`` x 1-minute rows over
@@ -61,14 +62,15 @@ class Figures:
     small: list[float] = field(default_factory=list)  # messages/s, one at a time
 
 
-def private_settings(base: Settings, root: Path, mode: str) -> Settings:
-    """A nats-server of our own under ``root/<mode>`` on free ports; QuestDB the stack's
-    (external here: never started or stopped by this bench)."""
+def private_settings(base: Settings, root: Path, mode: str, replicas: int) -> Settings:
+    """A nats-server (or with ``replicas`` 3 a 3-node cluster) of our own under
+    ``root/<mode>`` on free ports; QuestDB the stack's (external here: never started or
+    stopped by this bench)."""
     return base.model_copy(update={
         "data_dir": root / mode / "var", "nats_url": None, "nats_user": None,
         "nats_password": None, "nats_creds": None, "nats_port": stack.free_port(),
         "nats_monitor_port": stack.free_port(), "nats_mqtt_port": None,
-        "nats_sync_always": mode == "always", "stream_replicas": 1,
+        "nats_sync_always": mode == "always", "stream_replicas": replicas,
         "questdb_external": True})
 
 
@@ -84,9 +86,10 @@ async def small_messages(servers: dict[str, Settings], n: int, run: int,
     async with contextlib.AsyncExitStack() as stack_:
         ncs = {m: await stack_.enter_async_context(wiring.nats(s, "tagus-bench-sync"))
                for m, s in servers.items()}
-        for nc in ncs.values():
+        for m, nc in ncs.items():
             await nc.jetstream().add_stream(name=stream, subjects=[subject],
-                                            duplicate_window=120.0)
+                                            duplicate_window=120.0,
+                                            num_replicas=servers[m].stream_replicas)
         try:
             body = b"x" * 200
             for block in range(max(1, n // SMALL_BLOCK)):
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5, help="rounds (each server once per round)")
     p.add_argument("--small", type=int, default=2000, help="small messages per run")
     p.add_argument("--batch", type=int, default=100, help="runners' fetch batch")
+    p.add_argument("--cluster", action="store_true", help="each server a 3-node cluster "
+                   "on loopback, streams at R3 (an ack = on a quorum)")
     p.add_argument("--tz", default="Europe/Madrid")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--quick", action="store_true", help="CI smoke run: " + ", ".join(
@@ -166,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _main(base: Settings, args, cmd: str) -> int:
-    print(f"tagus bench sync: {args.sensors} sensors x {args.days} d of 1-minute rows, "
+    print(f"tagus bench sync: {'3-node clusters, R3; ' if args.cluster else ''}"
+          f"{args.sensors} sensors x {args.days} d of 1-minute rows, "
           f"{args.runs} rounds; {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  {await asyncio.to_thread(stack.questdb_up, base)}")  # the stack's QuestDB
@@ -175,10 +181,13 @@ async def _main(base: Settings, args, cmd: str) -> int:
     prefix = f"bench-sync-{datetime.now(UTC):%Y%m%d-%H%M%S}-"
     with tempfile.TemporaryDirectory(prefix="tagus-bench-sync-") as tmp:
         root = Path(tmp)
-        servers = {m: private_settings(base, root, m) for m in MODES}
+        servers = {m: private_settings(base, root, m, 3 if args.cluster else 1)
+                   for m in MODES}
         try:
             for m, s in servers.items():
-                line = await asyncio.to_thread(stack.nats_up, s)
+                line = await asyncio.to_thread(
+                    stack.nats_up, s, cluster=3 if args.cluster else None, ports="free")
+                line = line.replace("\n", "; ")
                 raw = stack._http_get(f"http://{s.nats_host}:{s.nats_monitor_port}/varz")
                 js_conf = (json.loads(raw or b"{}").get("jetstream") or {}).get("config") or {}
                 if bool(js_conf.get("sync_always")) != (m == "always"):
@@ -186,7 +195,15 @@ async def _main(base: Settings, args, cmd: str) -> int:
                                      f"{js_conf.get('sync_always')!r}; not what was asked")
                 print(f"  {m}: {line} (sync_always={bool(js_conf.get('sync_always'))})")
                 async with wiring.nats(s, "tagus-bench-sync") as nc:
-                    await ensure_topology(nc.jetstream(), wiring.topology(s))
+                    for attempt in range(5):  # a fresh cluster under load: R3 streams
+                        try:                  # can take longer than the API timeout
+                            await ensure_topology(nc.jetstream(timeout=30),
+                                                  wiring.topology(s))
+                            break
+                        except TimeoutError:
+                            if attempt == 4:
+                                raise
+                            await asyncio.sleep(2)
             csv = root / f"bench-{args.sensors}x{args.days}d.csv"
             rows = await asyncio.to_thread(bi.write_csv, csv, sensors=args.sensors,
                                            days=args.days, tz=args.tz, seed=args.seed)
@@ -195,7 +212,7 @@ async def _main(base: Settings, args, cmd: str) -> int:
             readings = rows * args.sensors
             print(f"file: {rows:,} rows x {args.sensors} = {readings:,} readings "
                   f"({csv.stat().st_size / 2**20:.1f} MB); stream of "
-                  f"{family_of(ReadingsNormalised)} at R1")
+                  f"{family_of(ReadingsNormalised)} at R{3 if args.cluster else 1}")
             figs = {m: Figures() for m in MODES}
             note = await bi.drop_bench_days(base, db, "bench-", args.days, args.tz)
             if note.startswith("kept"):

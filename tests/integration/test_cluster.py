@@ -237,7 +237,7 @@ async def test_stream_replicas_3_replicates_streams_buckets_and_consumers(cluste
     want = {s.name for s in topo.streams} | {
         ("OBJ_" if b.kind == "object" else "KV_") + b.name for b in topo.buckets}
     async with wiring.nats(cluster.settings, "tagus-tests-cluster") as nc:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=30)  # R3 changes take seconds under load
         assert await ensure_topology(js, topo) == []
         have = {i.config.name: i for i in await js.streams_info()}
         assert want <= set(have), sorted(want - set(have))
