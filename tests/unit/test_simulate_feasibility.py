@@ -57,3 +57,10 @@ def test_schedule_limits_are_part_of_feasibility(vanzyl):
     rules = FeasibilityRules(pump_limits={"pmp1": PumpLimits(max_starts=1)})
     rep = check_feasibility(vanzyl, run, rules, sched)
     assert not rep.feasible and "2 starts > 1" in rep.reason()
+
+
+def test_a_breach_smaller_than_the_printed_precision_is_given_in_millimetres():
+    from processors.simulate.feasibility import _depth
+
+    assert _depth(0.0004) == "0.4 mm"
+    assert _depth(0.25) == "0.25 m"
