@@ -68,6 +68,7 @@ P99_TARGET_S = 2.0
 # values bound over PG wire; the table name is the projection's constant
 SEEN_SQL = (f"SELECT tenant, ts, count() FROM {TABLE} WHERE ts >= $1 AND ts <= $2 "
             "GROUP BY tenant, ts")
+WAL_SQL = "SELECT writerTxn, sequencerTxn FROM wal_tables() WHERE name = $1"
 HELD_SQL = f"SELECT tenant, count() FROM {TABLE} WHERE ts >= $1 AND ts < $2 GROUP BY tenant"
 
 
@@ -248,17 +249,26 @@ async def watch_rows(settings: Settings, run: Run, done: asyncio.Event, poll_s: 
 
 async def watch_lag(nc, settings: Settings, run: Run, stop: asyncio.Event,
                     every_s: float = 2.0) -> None:
+    """Every ``every_s``: each consumer's unacknowledged messages, and the WAL transactions
+    of the readings table QuestDB has committed but not yet applied (rows not queryable)."""
     js, topo = nc.jetstream(), wiring.topology(settings)
-    while not stop.is_set():
-        lag = {}
-        for name in COMPONENTS:
-            spec = topo.consumer(name)
+    conn = await wiring.pg_connection(settings)
+    try:
+        while not stop.is_set():
+            lag = {}
+            for name in COMPONENTS:
+                spec = topo.consumer(name)
+                with contextlib.suppress(Exception):
+                    info = await js.consumer_info(spec.stream, spec.durable)
+                    lag[name] = (info.num_pending or 0) + (info.num_ack_pending or 0)
             with contextlib.suppress(Exception):
-                info = await js.consumer_info(spec.stream, spec.durable)
-                lag[name] = (info.num_pending or 0) + (info.num_ack_pending or 0)
-        run.lag.append((time.monotonic(), lag))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+                row = await conn.fetchrow(WAL_SQL, TABLE)
+                lag["wal"] = row[1] - row[0]
+            run.lag.append((time.monotonic(), lag))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+    finally:
+        await conn.close()
 
 
 def _naive(ms: int) -> datetime:
@@ -355,16 +365,21 @@ def report(args, run: Run, ps: ProcSampler, wall_s: float, cmd: str) -> bool:
           f"{_pct(http, 99) * 1e3:.0f} ms; request start after its due time (the bench's own "
           f"delay, included above): p99 {_pct(late, 99) * 1e3:.0f} ms  max "
           f"{max(late, default=float('nan')) * 1e3:.0f} ms")
-    print("consumer lag (messages not yet acknowledged) over time:")
+    print("lag over time: consumers' messages not yet acknowledged; QuestDB WAL transactions "
+          f"of {TABLE} committed but not yet applied (rows not queryable yet):")
     samples = [(t - run.t0, lag) for t, lag in run.lag]
     shown = max(1, len(samples) // 12)
     for t, lag in samples[::shown]:
-        print(f"  t={t:6.1f} s  " + "  ".join(f"{n} {lag.get(n, '?')}" for n in COMPONENTS))
+        print(f"  t={t:6.1f} s  " + "  ".join(f"{n} {lag.get(n, '?')}"
+                                              for n in (*COMPONENTS, "wal")))
+    if samples:
+        print("  max over the run (sampled every 2 s): " + "; ".join(
+            f"{n} {max(lag.get(n, 0) for _, lag in samples)}" for n in (*COMPONENTS, "wal")))
     during = [s for s in samples if 0 <= s[0] <= push_span]
     if len(during) >= 6:
         third = len(during) // 3
         verdict = []
-        for n in COMPONENTS:
+        for n in (*COMPONENTS, "wal"):
             a = statistics.mean(s[1].get(n, 0) for s in during[:third])
             b = statistics.mean(s[1].get(n, 0) for s in during[-third:])
             verdict.append(f"{n} {a:.1f} -> {b:.1f}" + (" GROWING" if b > 2 * a + 5 else ""))
