@@ -503,6 +503,20 @@ def _node_healthy(settings: Settings, node: NatsNode) -> bool:
     return body is not None and b'"ok"' in body
 
 
+def _meta_complete(settings: Settings, layout: ClusterLayout) -> bool:
+    """The JetStream meta leader sees every other node online and current: until then
+    creating a stream at R3 fails with "no suitable peers for placement"."""
+    for node in layout.nodes:
+        raw = _http_get(f"http://{settings.nats_host}:{node.monitor_port}/varz")
+        meta = ((json.loads(raw).get("jetstream") or {}).get("meta") or {}) if raw else {}
+        if meta.get("leader") == node.name:
+            others = {n.name for n in layout.nodes} - {node.name}
+            ok = {r.get("name") for r in meta.get("replicas") or []
+                  if r.get("current") and not r.get("offline")}
+            return others <= ok
+    return False
+
+
 def _cluster_up(settings: Settings, layout: ClusterLayout | None, size: int,
                 ports: str) -> str:
     single = _read_pid(_paths(settings, "nats")[0])
@@ -547,6 +561,9 @@ def _cluster_up(settings: Settings, layout: ClusterLayout | None, size: int,
     for node, pid in started:
         _wait(lambda n=node: _node_healthy(settings, n), f"nats-server {node.name}", pid,
               _paths(settings, node.proc)[1], 60)
+    if started:  # healthy nodes can still be unknown to the meta leader for a moment:
+        _wait(lambda: _meta_complete(settings, layout), "the NATS cluster's meta group",
+              None, _paths(settings, started[0][0].proc)[1], 60)  # placement refuses R3
     if changed and len(started) < len(layout.nodes):
         if layout.nodes[0] not in [n for n, _ in started]:
             _same_mqtt_listener(settings)

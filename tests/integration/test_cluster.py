@@ -122,13 +122,32 @@ async def wait_caught_up(nc, timeout_s: float) -> None:
                      what="normalise and questdb-readings caught up")
 
 
+async def all_events(nc, stream: str, family: str, subject: str | None = None,
+                     timeout_s: float = 60.0) -> list:
+    """Every event of ``stream`` (``subject``: a filter), read again until as many as the
+    stream holds: right after a leader change a fetch can time out, and the reader of
+    ``tests.helpers`` then returns what it had so far."""
+    js = nc.jetstream(timeout=30)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = await js.stream_info(stream, subjects_filter=subject or f"tagus.{family}.>")
+        want = sum((info.state.subjects or {}).values())
+        got = await stream_events(nc, stream, family, subject)
+        if len(got) >= want:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"read {len(got)} of the {want} messages of {stream}")
+        await asyncio.sleep(1)
+
+
 async def assert_exactly_once(nc, settings, uploads: Counter[str]) -> dict[str, int]:
     """Each tenant's uploads (``uploads``: how many per tenant) parsed once each, each
     reading they accepted one row in QuestDB (none missing, none twice), no dead
     letters; returns rows per tenant."""
     tenants = set(uploads)
-    parsed = [e for e in await stream_events(nc, "INTAKE", "intake")
+    parsed = [e for e in await all_events(nc, "INTAKE", "intake")
               if isinstance(e, IntakeParsed) and e.tenant in tenants]
+    assert parsed, f"no intake.parsed of {sorted(tenants)}"
     times = Counter(p.intake_id for p in parsed)
     assert max(times.values()) == 1, [i for i, n in times.items() if n > 1]
     assert Counter(p.tenant for p in parsed) == uploads  # a retried upload is no new one
@@ -144,7 +163,7 @@ async def assert_exactly_once(nc, settings, uploads: Counter[str]) -> dict[str, 
         have[tenant] = sum(n for _, n, _ in rows)
         assert all(n == distinct for _, n, distinct in rows), (tenant, rows)
         assert have[tenant] == want[tenant], (tenant, have[tenant], want[tenant])
-    ids = Counter(e.event_id for e in await stream_events(  # each readings message once
+    ids = Counter(e.event_id for e in await all_events(  # each readings message once
         nc, "READINGS", "readings", "tagus.readings.*.normalised") if e.tenant in tenants)
     assert ids and max(ids.values()) == 1, [i for i, n in ids.items() if n > 1]
     assert not await stream_messages(nc, "DEADLETTER")
@@ -435,7 +454,7 @@ async def test_processor_stopped_while_readings_flow(cluster, shared_data, stop_
         caught_up_s = time.monotonic() - t_restart
         uploads_during = len(acked) - at_stop
         rows = await assert_exactly_once(nc, s, Counter(t for t, _ in acked))
-        parsed = {e.intake_id for e in await stream_events(nc, "INTAKE", "intake")
+        parsed = {e.intake_id for e in await all_events(nc, "INTAKE", "intake")
                   if isinstance(e, IntakeParsed) and e.tenant in set(tenants)}
         assert parsed == {i for _, i in acked}
     print(f"\ncluster figure: normalise stopped {stop_s} s ({time.monotonic() - t_stop:.0f} s "
