@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -48,7 +49,7 @@ import httpx
 from nats.js.errors import NotFoundError as JsNotFound
 
 from bus.outputs import OUTPUTS_BUCKET, OutputLog
-from bus.storage import INTAKE_BUCKET
+from bus.storage import INTAKE_BUCKET, SEEN_BUCKET
 from bus.subjects import stream_name, tenant_subjects
 from bus.tokens import TokenStore
 from contracts.registry import FAMILIES
@@ -88,6 +89,7 @@ class Push:
 class Run:
     pushes: list[Push] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    retries: int = 0  # pushes sent again after a transport error (same Idempotency-Key)
     lag: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     t0: float = 0.0
 
@@ -164,6 +166,10 @@ class Processes:
 # ---------------------------------------------------------------- the load
 
 
+def idempotency_key(push: Push) -> str:
+    return f"{push.tenant}-{push.ts_ms}"
+
+
 async def _push(http: httpx.AsyncClient, url: str, tokens: dict[str, str], push: Push,
                 body: bytes, door: str, run: Run, inflight: asyncio.Semaphore) -> None:
     async with inflight:  # never queue in httpx's pool: its queue is quadratic
@@ -172,19 +178,26 @@ async def _push(http: httpx.AsyncClient, url: str, tokens: dict[str, str], push:
 
 async def _request(http: httpx.AsyncClient, url: str, tokens: dict[str, str], push: Push,
                    body: bytes, door: str, run: Run) -> None:
+    """One push, retried once on a transport error (a keep-alive connection the server
+    closed as it was reused) with the same ``Idempotency-Key``: stored once either way."""
     push.sent = time.monotonic()
-    token = tokens[push.tenant]
-    try:
-        if door == "lp":
-            r = await http.post(f"{url}/api/v2/write", params={"precision": "ms"},
-                                content=body, headers={"Authorization": f"Token {token}"})
-        else:
-            r = await http.post(f"{url}/v1/readings", content=body,
-                                headers={"Authorization": f"Bearer {token}",
-                                         "Content-Type": "application/json"})
-    except httpx.HTTPError as e:
-        run.failures.append(f"{push.tenant} at {push.ts_ms}: {type(e).__name__}: {e}")
-        return
+    headers = {"Idempotency-Key": idempotency_key(push)}
+    if door == "lp":
+        path, params = "/api/v2/write", {"precision": "ms"}
+        headers["Authorization"] = f"Token {tokens[push.tenant]}"
+    else:
+        path, params = "/v1/readings", {}
+        headers |= {"Authorization": f"Bearer {tokens[push.tenant]}",
+                    "Content-Type": "application/json"}
+    for attempt in (1, 2):
+        try:
+            r = await http.post(f"{url}{path}", params=params, content=body, headers=headers)
+            break
+        except httpx.TransportError as e:
+            if attempt == 2:
+                run.failures.append(f"{push.tenant} at {push.ts_ms}: {type(e).__name__}: {e}")
+                return
+            run.retries += 1
     push.answered = time.monotonic()
     if r.status_code not in (202, 204):
         run.failures.append(f"{push.tenant} at {push.ts_ms}: HTTP {r.status_code} {r.text[:200]}")
@@ -316,13 +329,16 @@ async def cleanup(nc, tenants: list[str], pushes: list[Push]) -> str:
                 await store.delete(o.name)
                 deleted += 1
     with contextlib.suppress(JsNotFound):
-        outputs = await js.key_value(OUTPUTS_BUCKET)
+        outputs, seen = await js.key_value(OUTPUTS_BUCKET), await js.key_value(SEEN_BUCKET)
         for p in pushes:
             if p.intake_id:
                 with contextlib.suppress(Exception):
                     await outputs.purge(OutputLog.key("normalise", p.tenant, p.intake_id))
-    return (f"purged {len(tenants)} bench tenants from every stream, {deleted} uploads and "
-            "their output records")
+            key = hashlib.sha256(idempotency_key(p).encode()).hexdigest()
+            with contextlib.suppress(Exception):  # producers.intake's key of a keyed push
+                await seen.purge(f"{p.tenant}.request.{key}")
+    return (f"purged {len(tenants)} bench tenants from every stream, {deleted} uploads, "
+            "their idempotency keys and output records")
 
 
 # ---------------------------------------------------------------- report
@@ -349,7 +365,8 @@ def report(args, run: Run, ps: ProcSampler, wall_s: float, cmd: str) -> bool:
     push_span = max((p.due for p in run.pushes), default=first) - first + args.interval_s / \
         max(1, args.tenants)
     print(f"\npushes: {len(run.pushes):,} sent, {len(answered):,} accepted, "
-          f"{len(run.failures)} failed; {readings:,} readings queryable of "
+          f"{len(run.failures)} failed ({run.retries} retried once); {readings:,} readings "
+          "queryable of "
           f"{sum(p.readings for p in answered):,} accepted")
     for f in run.failures[:5]:
         print(f"  failed: {f}")
