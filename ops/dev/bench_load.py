@@ -8,8 +8,9 @@ offered load is steady: tenants x sensors / interval readings/s.  ``--replicas``
 `tagus run normalise` and as many `tagus run questdb-readings` run as subprocesses on
 the same durable consumers, each with its metrics listener (``TAGUS_METRICS_PORT``).
 
-Prints: offered and sustained readings/s (readings queryable / the time spent pushing),
-latency from a push being due (the utility's clock: the bench's own
+Prints: offered and sustained readings/s (readings queryable / the time from the first
+push due to the last row queryable: below the offered rate when the pipeline or the load
+generator falls behind), latency from a push being due (the utility's clock: the bench's own
 delay in starting the request, at most ``--concurrency`` in flight, is counted and shown)
 to all its rows being queryable in QuestDB (p50/p90/p99/max; measured by polling QuestDB
 every ``--poll-s``, so a latency is late by up to one poll), consumer lag over time (from
@@ -371,9 +372,10 @@ def report(args, run: Run, ps: ProcSampler, wall_s: float, cmd: str) -> bool:
     for f in run.failures[:5]:
         print(f"  failed: {f}")
     print(f"offered {offered:,.0f} readings/s ({args.tenants} tenants x {args.sensors} sensors "
-          f"every {args.interval_s:g} s); sustained {readings / max(push_span, 1e-9):,.0f} "
-          f"readings/s over the {push_span:.0f} s of pushing ({readings:,} readings, last row "
-          f"queryable {last_seen - first:.1f} s after the first push)")
+          f"every {args.interval_s:g} s for {push_span:.0f} s); sustained "
+          f"{readings / max(last_seen - first, push_span, 1e-9):,.0f} readings/s ({readings:,} "
+          f"readings, the last queryable {last_seen - first:.1f} s after the first push was "
+          "due)")
     print(f"latency push due -> rows queryable (n={len(lat):,}, QuestDB polled every "
           f"{args.poll_s:g} s): p50 {_pct(lat, 50):.2f} s  p90 {_pct(lat, 90):.2f} s  "
           f"p99 {_pct(lat, 99):.2f} s  max {max(lat, default=float('nan')):.2f} s; "
