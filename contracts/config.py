@@ -490,7 +490,8 @@ DEFAULT_CHAINS = [
      "delay_s": 120},
     {"name": "forecast-to-optimise", "on": "forecast.issued", "request": "optimise",
      "debounce_s": 900, "delay_s": 30},
-    {"name": "release-verified", "on": "schedule.proposed", "where": {"verified": True},
+    {"name": "release-verified", "on": "schedule.proposed",
+     "where": {"verified": True, "mode": "automatic"},
      "request": "schedule.release", "params": {"schedule_id": "{event_id}"},
      "automatic_only": "schedules"},
 ]

@@ -52,7 +52,8 @@ class ScheduleProposed(Event, frozen=True, kw_only=True, tag="schedule.proposed"
     feasibility: dict[str, Any] = {}
     solver: dict[str, Any] = {}
     inputs: dict[str, Any] = {}
-    mode: str = "advisory"  # the tenant's mode when proposed: advisory | automatic
+    mode: str = "advisory"  # the tenant's mode when proposed: advisory | automatic, or
+    # what-if (an operator's question, never released)
 
     @property
     def schedule_id(self) -> str:

@@ -170,6 +170,8 @@ async def approve(js, stream: ScheduleStream, tenant: str, schedule_id: str, *, 
     if not proposal.verified:
         raise ContractError(f"schedule {schedule_id} was not verified in EPANET "
                             f"({proposal.reason or proposal.status}): it cannot be released")
+    if proposal.mode == "what-if":
+        raise ContractError(f"schedule {schedule_id} answers a what-if: it is not released")
     if not allow_past and end_of(proposal) <= now:
         raise ContractError(f"schedule {schedule_id} ended at {end_of(proposal).isoformat()}: "
                             f"a past schedule is not released")

@@ -17,7 +17,9 @@ request + 1), by ``approved_by``
 
 Params of ``optimise``: ``start`` (ISO, default the request time rounded up to the hour),
 ``horizon_h`` (default 24), ``demand`` (``forecast`` default, or ``actual``),
-``time_limit_s`` (default 120), ``out_of_service`` (pump ids), ``demand_multiplier``.
+``time_limit_s`` (default 120), ``out_of_service`` (pump ids), ``demand_multiplier``,
+``what_if`` (true: a question, not a plan: the proposal's mode is ``what-if`` and it is
+never released, neither by approval nor by the automatic chain).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from processors.simulate.scenario import ALL_JUNCTIONS
 
 KINDS = ("optimise", "schedule.release")
 NEEDS = ("config", "optimise_inputs")
+WHAT_IF = "what-if"  # ScheduleProposed.mode of a what-if run
 PERIOD_S = 3600
 MAX_LEVEL_AGE_S = 2 * 3600  # an older tank reading is not today's level
 
@@ -236,7 +239,7 @@ def handle_optimise(event, ctx: Context) -> Iterator[Event]:
                 "released": facts["released"], "warnings": facts["warnings"],
                 "config_versions": dict(config.get("versions") or {}),
                 "prices_per_kwh": list(problem.tariff.prices_per_kwh)},
-        mode=config["tenant"].mode("schedules"))
+        mode=WHAT_IF if event.params.get("what_if") else config["tenant"].mode("schedules"))
 
 
 def handle_release(event, ctx: Context) -> Iterator[Event]:
@@ -248,6 +251,9 @@ def handle_release(event, ctx: Context) -> Iterator[Event]:
     if not proposed.verified:
         raise TenantConfigError(f"schedule {proposed.event_id} was not verified in EPANET "
                                 f"({proposed.reason}): it is never released")
+    if proposed.mode == WHAT_IF:
+        raise TenantConfigError(f"schedule {proposed.event_id} answers a what-if: it is never "
+                                f"released")
     by = str(event.params.get("approved_by") or "automatic")
     yield ctx.derive(ScheduleReleased, key=proposed.event_id, schedule_id=proposed.event_id,
                      version=int(inputs.get("last_version", 0)) + 1, start=proposed.start,

@@ -51,7 +51,9 @@ def plan_diff(new: dict, old: dict) -> dict:
 
 
 async def what_if_of(conn, tenant: str, task_id: str | None) -> dict | None:
-    """The what-if parameters of the task that proposed a schedule, if it was one."""
+    """The what-if parameters of the task that proposed a schedule, if it was asked as one
+    (``what_if``: a pump out of service by itself may be real, e.g. a re-optimise
+    because a pump is under repair, and that plan is released like any other)."""
     if not task_id:
         return None
     for row in await queries.task(conn, tenant, task_id):
@@ -59,9 +61,8 @@ async def what_if_of(conn, tenant: str, task_id: str | None) -> dict | None:
             params = row["params"]
             params = json.loads(params) if isinstance(params, str) else params
             picked = {k: params[k] for k in WHATIF_PARAMS if k in params}
-            if picked.get("out_of_service") or picked.get("demand_multiplier",
-                                                            1.0) not in (1, 1.0):
-                return picked
+            if params.get("what_if"):
+                return picked or {"what_if": True}
     return None
 
 

@@ -112,7 +112,7 @@ async def run_whatif(request: Request, who: Operator = Depends(operator)):
         raise InvalidParameter("demand", "forecast or actual")
     params = {"start": queries.iso_utc(start), "horizon_h": horizon, "demand": demand,
               "time_limit_s": limit, "out_of_service": sorted(set(out)),
-              "demand_multiplier": multiplier}
+              "demand_multiplier": multiplier, "what_if": True}  # never released
     event = await _desk(request).request(who.tenant, "optimise", params,
                                          requested_by=who.name, time_limit_s=limit + 120)
     return web.redirect(f"/whatif?task={event.event_id}", "What-if requested.")

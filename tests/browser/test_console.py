@@ -29,9 +29,16 @@ def money(v) -> str:
 
 
 def until(check, timeout_s: float = 60.0, what: str = ""):
+    """Poll ``check`` until it is truthy; an element replaced by the page's live refresh
+    between finding and reading it (stale) is read again at the next poll."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout_s
     while True:
-        got = check()
+        try:
+            got = check()
+        except StaleElementReferenceException:
+            got = None
         if got:
             return got
         if time.monotonic() > deadline:

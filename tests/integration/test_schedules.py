@@ -258,3 +258,27 @@ async def test_approve_refuses_unknown_unverified_and_past_schedules():
     with pytest.raises(ContractError, match="past schedule"):
         await schedules.approve(None, stream, "t", old.event_id, by="o",
                                 now=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+async def test_a_what_if_is_never_released():
+    """An operator's what-if (demand x 1.3, a pump out of service) answers a question: in
+    automatic mode it must not reach SCADA by the chain, by approval or by the release task."""
+    from bus.components import Context
+    from contracts.config import ChainsDoc, TenantDoc
+    from contracts.errors import TenantConfigError
+    from processors.chain.rules import matches
+
+    what_if, plan = _proposal(mode="what-if"), _proposal(mode="automatic")
+    with pytest.raises(ContractError, match="what-if"):
+        await schedules.approve(None, _Stream([what_if]), "t", what_if.event_id, by="o")
+    automatic = TenantDoc(display_name="T", modes={"schedules": "automatic"})
+    rule = next(r for r in ChainsDoc().rules if r.name == "release-verified")
+    assert matches(rule, plan, None, automatic)  # the same rule releases a real plan
+    assert not matches(rule, what_if, None, automatic)
+    request = TaskRequested(event_id=str(uuid.uuid4()), tenant="t", occurred_at=plan.start,
+                            recorded_at=plan.start, kind="schedule.release",
+                            params={"schedule_id": what_if.event_id})
+    ctx = Context(processor="worker-release", now=plan.start, input=request,
+                  resources={"optimise_inputs": {"proposed": what_if, "last_version": 0}})
+    with pytest.raises(TenantConfigError, match="what-if"):
+        list(optimise_task.handle_release(request, ctx))
