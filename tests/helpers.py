@@ -80,8 +80,13 @@ def decode_any(data: bytes):
     return msgspec.msgpack.decode(data)
 
 
-async def stream_events(nc: Client, stream: str, family: str, subject: str | None = None):
-    """Every event in ``stream`` (decoded), fast: one ephemeral pull consumer, big fetches."""
+async def stream_events(nc: Client, stream: str, family: str, subject: str | None = None,
+                        *, timeout_s: float = 120.0):
+    """Every event in ``stream`` (decoded), fast: one ephemeral pull consumer, big fetches.
+    Done when the consumer has nothing pending, not at the first slow fetch (a loaded
+    machine or a leader change would otherwise return part of the stream, and the
+    invariant below would check fewer uploads without saying so)."""
+    from nats.errors import TimeoutError as NatsTimeout
     from nats.js.errors import NotFoundError as JsNotFound
 
     from contracts.registry import decode
@@ -95,15 +100,21 @@ async def stream_events(nc: Client, stream: str, family: str, subject: str | Non
         return []
     sub = await js.pull_subscribe(subject or f"tagus.{family}.>", stream=stream)
     out = []
+    deadline = time.monotonic() + timeout_s
     try:
-        while len(out) < info.state.messages:
+        while True:
             try:
                 msgs = await sub.fetch(1000, timeout=2)
-            except Exception:  # noqa: BLE001 - nothing more to read
-                break
+            except (NatsTimeout, TimeoutError):
+                msgs = []
             for m in msgs:
                 out.append(decode(family, m.data))
                 await m.ack()
+            if (await sub.consumer_info()).num_pending == 0:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{stream}: {len(out)} events read in {timeout_s:g} s, "
+                                     f"more pending")
     finally:
         await sub.unsubscribe()
     return out
