@@ -57,7 +57,9 @@ async def test_replay_twice_changes_no_table(nc, fast_settings, shared_data, tmp
             summary = await replay(fast_settings, ReplayRequest(into=into, tenant=tenant,
                                                                 downstream=True),
                                    progress=False, nc=nc)
-            assert summary.stats.handled == summary.matched > 0
+            # a loaded machine may redeliver a message whose ack was late: handled twice,
+            # harmlessly (the tables below are the proof)
+            assert summary.stats.handled >= summary.matched > 0
             assert summary.stats.dead_lettered == 0
         assert snapshot(fast_settings, tenant) == before
 
