@@ -125,6 +125,9 @@ class ConfigStore:
             raise VersionConflict(tenant, kind, expected_version, have)
         checked = await self.validate(tenant, kind, body)
         if current is not None and current.event.sha256 == checked.sha256:
+            # the same document: no new version, but a put whose append landed and whose
+            # view update did not (NATS failing over in between) is completed by its retry
+            await update_view(self.js, current.event, text=checked.text)
             return None
         object_name = None
         text = checked.text

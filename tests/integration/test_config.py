@@ -230,3 +230,25 @@ async def test_a_mailbox_rule_naming_a_missing_mapping_is_warned_about(ltown):
     change = await store.put(tenant, "mailbox", doc, author="ana")
     assert len(change.warnings) == 1, change.warnings
     assert change.warnings[0].startswith("rules.1.mapping:") and "'pumps'" in change.warnings[0]
+
+
+async def test_a_put_whose_view_update_was_lost_is_completed_by_its_retry(ltown):
+    """Seen on a cluster: NATS failed over after the CONFIG append and before the view
+    was updated; the client's retry found the same document, stored no new version, and
+    the mapping view stayed empty (every ingest of that mapping then failed)."""
+    from bus.storage import get_mapping
+    from contracts.config import ConfigChanged
+
+    store, tenant = ltown
+    text = (MAPPINGS / "battledim_levels.yaml").read_text() + "\n# as the utility sent it\n"
+    checked = await store.validate(tenant, "mapping-late", text)
+    now = utc_now()
+    event = ConfigChanged(event_id=derive_id("config", tenant, "mapping-late", 1,
+                                             checked.sha256),
+                          tenant=tenant, occurred_at=now, recorded_at=now, kind="mapping-late",
+                          version=1, sha256=checked.sha256, document=checked.document,
+                          text=checked.text, media_type=checked.media_type, author="test")
+    await config_log.append(store.js, event, 0)  # ... and the process died here
+    assert await get_mapping(store.js, tenant, "late") is None
+    assert await store.put(tenant, "mapping-late", text, author="test") is None  # no v2
+    assert await get_mapping(store.js, tenant, "late") == text.encode()
