@@ -110,6 +110,21 @@ async def approve(request: Request, schedule_id: str = PathParam(),
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise InvalidParameter("body", f"expected {{\"comment\": \"...\"}} or nothing: {e}") \
             from None
+    try:
+        status = await approve_and_release(request, who.tenant, schedule_id, by=who.name,
+                                           comment=body.comment)
+    except ContractError as e:
+        return error_response(409, "conflict", str(e))
+    return json_response({"schedule_id": schedule_id, "by": who.name,
+                          "status": "approved: release requested" if status == "approved"
+                          else "already approved"})
+
+
+async def approve_and_release(request: Request, tenant: str, schedule_id: str, *, by: str,
+                              comment: str = "") -> str:
+    """``schedules.approve`` with the release requested through the task desk (the API's
+    and the console's Approve): "approved" or "already"; ContractError for a schedule
+    that is not released (unverified, past, a what-if)."""
     desk = _desk(request)
     stream = getattr(request.app.state, "schedule_stream", None)
     if stream is None:
@@ -119,15 +134,9 @@ async def approve(request: Request, schedule_id: str = PathParam(),
         await desk.request(tenant, "schedule.release", {"schedule_id": sid, "approved_by": by},
                            requested_by=by)
 
-    try:
-        status, _ = await schedules.approve(_jetstream(request), stream, who.tenant,
-                                            schedule_id, by=who.name, comment=body.comment,
-                                            request_release=release)
-    except ContractError as e:
-        return error_response(409, "conflict", str(e))
-    return json_response({"schedule_id": schedule_id, "by": who.name,
-                          "status": "approved: release requested" if status == "approved"
-                          else "already approved"})
+    status, _ = await schedules.approve(_jetstream(request), stream, tenant, schedule_id,
+                                        by=by, comment=comment, request_release=release)
+    return status
 
 
 def plan_csv(detail: dict) -> str:

@@ -11,12 +11,9 @@ from fastapi import APIRouter, Depends, Path as PathParam, Request
 from fastapi.responses import Response
 
 from contracts.base import utc_now
-from contracts.errors import ContractError
 from projections import schedules
 from projections.api import queries
-from projections.api.routes_alerts import _jetstream
-from projections.api.routes_schedules import check_schedule_id, plan_csv
-from projections.api.routes_tasks import _desk
+from projections.api.routes_schedules import approve_and_release, check_schedule_id, plan_csv
 from projections.console import figures, web
 from projections.console.session import Operator, check_csrf, operator, require
 
@@ -190,23 +187,9 @@ async def approve(request: Request, schedule_id: str = PathParam(),
     fields = await web.form(request)
     check_csrf(request, who, fields.get("csrf"))
     require(request, who, "operate")
-    async with request.app.state.db.session(who.tenant) as conn:
-        detail = await schedules.schedule_detail(conn, who.tenant, schedule_id)
-        what_if = await what_if_of(conn, who.tenant, detail.get("plan", {}).get("task_id"))
-    if what_if:
-        raise ContractError(f"schedule {schedule_id} is a what-if run: it is not released")
-    desk = _desk(request)
-    stream = getattr(request.app.state, "schedule_stream", None)
-    if stream is None:
-        stream = request.app.state.schedule_stream = schedules.ScheduleStream()
-
-    async def release(tenant: str, sid: str, by: str) -> None:
-        await desk.request(tenant, "schedule.release", {"schedule_id": sid, "approved_by": by},
-                           requested_by=by)
-
-    status, _ = await schedules.approve(_jetstream(request), stream, who.tenant, schedule_id,
-                                        by=who.name, comment=fields.get("comment", "")[:500],
-                                        request_release=release)
+    # a what-if, an unverified or a past schedule: ContractError from the domain
+    status = await approve_and_release(request, who.tenant, schedule_id, by=who.name,
+                                       comment=fields.get("comment", "")[:500])
     message = ("Approved: the release to SCADA is requested." if status == "approved"
                else "It was approved already.")
     return web.redirect(f"/schedule/{schedule_id}", message)
