@@ -15,7 +15,10 @@ from contracts.registry import decode, encode
 async def update_view(js, event: ConfigChanged, *, text: str | None = None) -> bool:
     """Put ``event`` into the current view if it is newer than what the view holds
     (idempotent: a replay, or the projection after the writer, changes nothing).  A
-    mapping's text also goes to the intake's mapping view (``tagus-mappings``)."""
+    mapping's text also goes to the intake's mapping view (``tagus-mappings``), first:
+    the view's record is the mark that both are done, so a writer that dies between the
+    two puts leaves the record behind and its retry does both (the other order left the
+    mapping view empty for good, seen when a cluster's leader was killed)."""
     kv = await js.key_value(CONFIG_BUCKET)
     key = f"{event.tenant}.{event.kind}"
     try:
@@ -24,12 +27,12 @@ async def update_view(js, event: ConfigChanged, *, text: str | None = None) -> b
             return False
     except KeyNotFoundError:
         pass
-    await kv.put(key, encode(event))
     if event.kind.startswith(MAPPING_PREFIX):
         body = text if text is not None else await config_log.text_of(js, event)
         mappings = await js.key_value(MAPPINGS_BUCKET)
         await mappings.put(mapping_key(event.tenant, event.kind[len(MAPPING_PREFIX):]),
                            body.encode())
+    await kv.put(key, encode(event))
     return True
 
 

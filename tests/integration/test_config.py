@@ -252,3 +252,36 @@ async def test_a_put_whose_view_update_was_lost_is_completed_by_its_retry(ltown)
     assert await get_mapping(store.js, tenant, "late") is None
     assert await store.put(tenant, "mapping-late", text, author="test") is None  # no v2
     assert await get_mapping(store.js, tenant, "late") == text.encode()
+
+
+async def test_a_put_that_dies_between_the_two_views_is_completed_by_its_retry(ltown):
+    """The same, one step later: the write to the mapping view fails (its stream's leader
+    was just killed).  The configuration view must not claim the version yet, so that the
+    retry writes both."""
+    from bus.storage import MAPPINGS_BUCKET, get_mapping
+
+    store, tenant = ltown
+    real = store.js
+
+    class LeaderKilled:  # the real JetStream, but the mapping view's put fails once
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        async def key_value(self, bucket):
+            kv = await real.key_value(bucket)
+            if bucket != MAPPINGS_BUCKET:
+                return kv
+
+            async def put(key, value):
+                raise TimeoutError("nats: timeout (the bucket's leader is gone)")
+            kv.put = put
+            return kv
+
+    text = (MAPPINGS / "battledim_levels.yaml").read_text() + "\n# sent twice\n"
+    store.js = LeaderKilled()
+    with pytest.raises(TimeoutError):
+        await store.put(tenant, "mapping-twice", text, author="test")
+    store.js = real
+    assert await get_mapping(real, tenant, "twice") is None
+    assert await store.put(tenant, "mapping-twice", text, author="test") is None  # retry
+    assert await get_mapping(real, tenant, "twice") == text.encode()
