@@ -87,7 +87,7 @@ async def stream_events(nc: Client, stream: str, family: str, subject: str | Non
     machine or a leader change would otherwise return part of the stream, and the
     invariant below would check fewer uploads without saying so)."""
     from nats.errors import TimeoutError as NatsTimeout
-    from nats.js.errors import NotFoundError as JsNotFound
+    from nats.js.errors import NotFoundError as JsNotFound, ServiceUnavailableError
 
     from contracts.registry import decode
 
@@ -105,13 +105,16 @@ async def stream_events(nc: Client, stream: str, family: str, subject: str | Non
         while True:
             try:
                 msgs = await sub.fetch(1000, timeout=2)
-            except (NatsTimeout, TimeoutError):
+            except (NatsTimeout, TimeoutError, ServiceUnavailableError):
                 msgs = []
             for m in msgs:
                 out.append(decode(family, m.data))
                 await m.ack()
-            if (await sub.consumer_info()).num_pending == 0:
-                break
+            try:
+                if (await sub.consumer_info()).num_pending == 0:
+                    break
+            except (ServiceUnavailableError, NatsTimeout, TimeoutError):
+                pass  # a cluster electing a leader answers again shortly: read on
             if time.monotonic() > deadline:
                 raise AssertionError(f"{stream}: {len(out)} events read in {timeout_s:g} s, "
                                      f"more pending")
