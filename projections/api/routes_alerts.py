@@ -27,8 +27,20 @@ from projections.api.models import ERRORS
 router = APIRouter(prefix="/v1/alerts", responses=ERRORS)
 
 
-class AckIn(msgspec.Struct, forbid_unknown_fields=True):
+class CommentIn(msgspec.Struct, forbid_unknown_fields=True):
     comment: str = ""
+
+
+async def comment_of(request: Request) -> str:
+    """The optional body of an operator's action (acknowledge, approve): nothing, or
+    ``{"comment": "..."}``; anything else is a 422 that says so."""
+    raw = await request.body()
+    try:
+        body = msgspec.json.decode(raw, type=CommentIn) if raw.strip() else CommentIn()
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise InvalidParameter("body", f"expected {{\"comment\": \"...\"}} or nothing: {e}") \
+            from None
+    return body.comment
 
 
 def check_alert_id(alert_id: str) -> str:
@@ -62,18 +74,13 @@ async def list_alerts(request: Request, tenant: str = Depends(reader_tenant),
 async def acknowledge(request: Request, alert_id: str = PathParam(),
                       who=Depends(caller("operate"))):
     check_alert_id(alert_id)
-    raw = await request.body()
-    try:
-        body = msgspec.json.decode(raw, type=AckIn) if raw.strip() else AckIn()
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise InvalidParameter("body", f"expected {{\"comment\": \"...\"}} or nothing: {e}") \
-            from None
+    comment = await comment_of(request)
     stream = getattr(request.app.state, "alert_stream", None)
     if stream is None:
         stream = request.app.state.alert_stream = alerts.AlertStream()
     try:
         status, event = await alerts.acknowledge(_jetstream(request), stream, who.tenant,
-                                                 alert_id, by=who.name, comment=body.comment)
+                                                 alert_id, by=who.name, comment=comment)
     except ContractError as e:
         return error_response(409, "conflict", str(e))
     return json_response({"alert_id": alert_id, "by": who.name,

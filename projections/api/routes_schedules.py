@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-import msgspec
 from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
 from fastapi.responses import Response
 
@@ -31,15 +30,11 @@ from projections import schedules
 from projections.api.auth import caller, reader_tenant
 from projections.api.errors import InvalidParameter, error_response, json_response
 from projections.api.models import ERRORS
-from projections.api.routes_alerts import _jetstream
+from projections.api.routes_alerts import _jetstream, comment_of
 from projections.api.routes_tasks import _desk
 
 router = APIRouter(prefix="/v1/schedules", responses=ERRORS)
 _ID = re.compile(r"[0-9a-f-]{36}")
-
-
-class ApproveIn(msgspec.Struct, forbid_unknown_fields=True):
-    comment: str = ""
 
 
 def check_schedule_id(schedule_id: str) -> str:
@@ -104,15 +99,10 @@ async def show_schedule(request: Request, schedule_id: str = PathParam(),
 async def approve(request: Request, schedule_id: str = PathParam(),
                   who=Depends(caller("operate"))):
     check_schedule_id(schedule_id)
-    raw = await request.body()
-    try:
-        body = msgspec.json.decode(raw, type=ApproveIn) if raw.strip() else ApproveIn()
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise InvalidParameter("body", f"expected {{\"comment\": \"...\"}} or nothing: {e}") \
-            from None
+    comment = await comment_of(request)
     try:
         status = await approve_and_release(request, who.tenant, schedule_id, by=who.name,
-                                           comment=body.comment)
+                                           comment=comment)
     except ContractError as e:
         return error_response(409, "conflict", str(e))
     return json_response({"schedule_id": schedule_id, "by": who.name,
