@@ -30,71 +30,19 @@ from zoneinfo import ZoneInfo
 
 from bus.components import Context
 from contracts.base import Event
-from contracts.config import day_type
 from contracts.errors import TenantConfigError
 from contracts.schedules import PumpPlan, ScheduleProposed, ScheduleReleased
 from processors.optimise import Problem, PumpRules, optimise
 from processors.simulate.cost import PeriodPrices
-from processors.simulate.demand import multipliers, zone_demand_m3s
+from processors.simulate.inputs import (  # noqa: F401 - start_of, horizon_of: the loaders'
+    MAX_LEVEL_AGE_S, PERIOD_S, horizon_of, prices, start_of, starting_point, zones_of,
+)
 from processors.simulate.network import load_network
 from processors.simulate.scenario import ALL_JUNCTIONS
 
 KINDS = ("optimise", "schedule.release")
 NEEDS = ("config", "optimise_inputs")
 WHAT_IF = "what-if"  # ScheduleProposed.mode of a what-if run
-PERIOD_S = 3600
-MAX_LEVEL_AGE_S = 2 * 3600  # an older tank reading is not today's level
-
-
-def start_of(event) -> datetime:
-    """The schedule's start: ``params.start`` or the request time rounded up to the hour."""
-    raw = event.params.get("start")
-    if raw:
-        try:
-            t = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        except ValueError:
-            raise TenantConfigError(f"params.start: expected an ISO time, got {raw!r}") from None
-        if t.tzinfo is None:
-            raise TenantConfigError("params.start: give a zone (e.g. 2019-01-15T00:00Z)")
-        return t.astimezone(ZoneInfo("UTC"))
-    t = event.recorded_at.astimezone(ZoneInfo("UTC"))
-    floor = t.replace(minute=0, second=0, microsecond=0)
-    return floor if floor == t else floor + timedelta(hours=1)
-
-
-def horizon_of(event) -> int:
-    hours = int(event.params.get("horizon_h", 24))
-    if not 1 <= hours <= 168:
-        raise TenantConfigError(f"params.horizon_h: 1..168, got {hours}")
-    return hours
-
-
-def zones_of(assets) -> dict[str, list[str]]:
-    """Zone name -> the junctions its inflow drives ("*": every junction)."""
-    out: dict[str, list[str]] = {}
-    for b in assets.bindings if assets else ():
-        if b.role == "zone_inflow":
-            out.setdefault(b.element, list(b.junctions) if b.junctions else [ALL_JUNCTIONS])
-    return out
-
-
-def prices(tariff, tenant, start: datetime, periods: int,
-           dynamic: list[float | None] | None) -> tuple[float, ...]:
-    """Price per kWh of each period: the dynamic price where known, else the time-of-use
-    period at the period's start in the tenant's zone (holidays priced as such)."""
-    zone = ZoneInfo(tenant.timezone)
-    years = range(start.year - 1, start.year + 2)
-    holidays = tenant.holidays(years)
-    out = []
-    for k in range(periods):
-        if dynamic and k < len(dynamic) and dynamic[k] is not None:
-            out.append(dynamic[k] / 1000.0)
-            continue
-        local = (start + timedelta(seconds=k * PERIOD_S)).astimezone(zone)
-        per_mwh, _ = tariff.price_per_mwh(day_type(local.date(), holidays),
-                                          local.hour * 60 + local.minute)
-        out.append(per_mwh / 1000.0)
-    return tuple(out)
 
 
 def pump_rules(rules, network, start: datetime, periods: int, tz: str) -> dict[str, PumpRules]:
@@ -132,21 +80,9 @@ def problem_of(event, config: dict, inputs: dict) -> tuple[Problem, dict]:
     start, hours = start_of(event), horizon_of(event)
     periods = hours * 3600 // PERIOD_S
     zones = zones_of(assets)
-    demand, upper, used = {}, {}, {}
-    scale = float(event.params.get("demand_multiplier", 1.0))
-    source = str(event.params.get("demand", "forecast"))
-    for zone, junctions in zones.items():
-        flows = inputs["demand"].get(zone)
-        if flows is None:
-            continue
-        model = zone_demand_m3s(network, junctions[0] if junctions == [ALL_JUNCTIONS]
-                                else junctions, start_s=0, period_s=PERIOD_S,
-                                periods=periods)
-        key = ALL_JUNCTIONS if junctions == [ALL_JUNCTIONS] else zone
-        demand[key] = [m * scale for m in multipliers(flows["p50"], model)]
-        if flows.get("p90") is not None:
-            upper[key] = [m * scale for m in multipliers(flows["p90"], model)]
-        used[zone] = flows["source"]
+    begun = starting_point(event, network, zones, inputs, start, periods)
+    demand, upper, used = begun.demand, begun.upper, begun.sources
+    levels, warnings = begun.levels, begun.warnings
     tank_bounds = {}
     final = {}
     for tank_id in network.tank_ids:
@@ -158,24 +94,6 @@ def problem_of(event, config: dict, inputs: dict) -> tuple[Problem, dict]:
                                 t.max_level_m if r.max_level_m is None else r.max_level_m)
         if r.final_level != "initial":
             final[tank_id] = float(r.final_level)
-    levels, warnings = {}, []
-    for tank_id in network.tank_ids:
-        at = inputs.get("level_at", {}).get(tank_id)
-        if tank_id not in inputs["levels"]:
-            warnings.append(f"tank {tank_id}: no level reading at or before the start; the "
-                            f"model's initial level {network.tank(tank_id).init_level_m:.2f} m "
-                            f"is used")
-        elif at is not None and (start - at).total_seconds() > MAX_LEVEL_AGE_S:
-            warnings.append(f"tank {tank_id}: the last level reading is from "
-                            f"{at.isoformat()}, {(start - at).total_seconds() / 3600:.1f} h "
-                            f"before the start; the model's initial level "
-                            f"{network.tank(tank_id).init_level_m:.2f} m is used")
-        else:
-            levels[tank_id] = inputs["levels"][tank_id]
-    for zone in zones:
-        if zone not in used:
-            warnings.append(f"zone {zone}: no {'measured demand' if source == 'actual' else 'forecast'}"
-                            f" covering the horizon; the network's own demand pattern is used")
     out_of_service = frozenset(event.params.get("out_of_service", ())) | frozenset(
         p for p, r in (rules.pumps.items() if rules else ()) if r.out_of_service)
     released = inputs.get("released")
