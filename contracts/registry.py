@@ -22,6 +22,7 @@ from contracts.schedules import (
     ScheduleAcknowledged, ScheduleApproved, ScheduleDeviated, ScheduleProposed,
     ScheduleReleased,
 )
+from contracts.simulations import SimulationCompleted
 from contracts.weather import WeatherForecastReceived
 from contracts.tasks import (
     TaskCancelled, TaskCancelRequested, TaskCompleted, TaskFailed, TaskProgressed,
@@ -43,6 +44,7 @@ FAMILIES: dict[str, tuple[type[Event], ...]] = {
     "weather": (WeatherForecastReceived,),
     "schedule": (ScheduleProposed, ScheduleApproved, ScheduleReleased, ScheduleAcknowledged,
                  ScheduleDeviated),
+    "simulation": (SimulationCompleted,),
     "task": (TaskRequested, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed,
              TaskCancelled, TaskCancelRequested),
     "alert": ALERT_EVENTS,

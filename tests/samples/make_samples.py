@@ -24,6 +24,9 @@ from contracts.schedules import (
     PumpPlan, ScheduleAcknowledged, ScheduleApproved, ScheduleDeviated, ScheduleProposed,
     ScheduleReleased,
 )
+from contracts.simulations import (
+    Calibration, PumpFit, PumpRun, SimulationCompleted, SimulationScenario, TankFit, TankRun,
+)
 from contracts.weather import WeatherForecastReceived, WeatherSeries
 from contracts.tasks import (
     TaskCancelled, TaskCancelRequested, TaskCompleted, TaskFailed, TaskProgressed,
@@ -150,6 +153,30 @@ SAMPLES: list[Event] = [
     ScheduleDeviated(event_id="sd-1", schedule_id="sp-1", pump="PUMP_1", period_start=T,
                      expected=1.0, observed=0.0, sensor="PUMP_1",
                      detail="pump PUMP_1 should have been on and was off", **ENV),
+    SimulationCompleted(
+        event_id="sim-1", causation_id="task-9", task_id="task-9", start=T, period_s=3600,
+        periods=2,
+        scenario=SimulationScenario(demand="forecast",
+                                    demand_sources={"town": "forecast zone:town issued "
+                                                            "2024-10-26T22:00:00+00:00"},
+                                    schedule="own controls", out_of_service=["PUMP_2"],
+                                    demand_multiplier=1.1, initial_levels_m={"T1": 3.3},
+                                    initial_level_sources={"T1": "T1 at 00:25Z + 0.00 m"}),
+        tanks=[TankRun(tank="T1", levels_m=[3.3, 3.1, 3.4], min_m=3.05, max_m=3.4,
+                       lower_m=0.0, upper_m=6.5)],
+        pumps=[PumpRun(pump="PUMP_1", status=[0.0, 1.0], speed=[None, None],
+                       flow_m3s=[0.0, 0.08], head_m=[None, 61.2], power_kw=[0.0, 68.0],
+                       energy_kwh=[0.0, 68.0], cost=[0.0, 6.8])],
+        min_pressure_m={"town": [22.4, 19.8]}, energy_kwh=68.0, cost=6.8, currency="EUR",
+        warnings=["tank T1 full (at its maximum level) for part of the horizon"],
+        calibration=Calibration(
+            days=3, windows=[T], tanks=[TankFit(tank="T1", sensor="T1", points=864,
+                                                rmse_m=0.12, bias_m=-0.03, max_abs_m=0.41,
+                                                rmse_per_day_m=[0.1, 0.12, None])],
+            pumps=[PumpFit(pump="PUMP_1", sensor="PUMP_1", points=860, rmse_m3s=0.004,
+                           bias_m3s=0.001, rmse_pct=5.2),
+                   PumpFit(pump="PUMP_2", reason="no pump_flow sensor bound to PUMP_2")]),
+        inputs={"config_versions": {"network": 1}, "prices_per_kwh": [0.1, 0.1]}, **ENV),
 ]
 
 
