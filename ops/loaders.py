@@ -55,6 +55,7 @@ def loaders(settings=None) -> Loaders:
         out["kpi_inputs"] = KpiInputs(settings, config)
         out["forecast_inputs"] = ForecastInputs(settings, config)
         out["optimise_inputs"] = OptimiseInputs(settings, config)
+        out["calibration_inputs"] = CalibrationInputs(settings, config)
     return out
 
 
@@ -447,9 +448,14 @@ class OptimiseInputs:
                           for k in range(hours * 3600 // PERIOD_S)]
         finally:
             await conn.close()
-        return {"levels": levels, "level_at": level_at,
-                "demand": {z: d for z, d in demand.items() if d},
-                "prices": prices, "released": _in_force(released, start, hours)}
+        out = {"levels": levels, "level_at": level_at,
+               "demand": {z: d for z, d in demand.items() if d},
+               "prices": prices, "released": _in_force(released, start, hours)}
+        named = event.params.get("schedule")
+        if event.kind == "simulate" and isinstance(named, str) and len(named) == 36:
+            # a proposal named by id (processors/simulate/task.py checks the rest)
+            out["schedule"] = await self.stream.proposal(js, event.tenant, named)
+        return out
 
 
 async def _measured(conn, tenant: str, sensors: list[str], start, hours: int) -> dict | None:
@@ -495,3 +501,44 @@ def _in_force(released: list, start, hours: int) -> dict | None:
             return {"schedule_id": r.schedule_id,
                     "speeds": {p.pump: p.speeds[offset:offset + hours] for p in r.pumps}}
     return None
+
+
+class CalibrationInputs:
+    """What the ``simulate`` task's calibration compares the twin with: the values of the
+    tenant's tank level, pump and zone inflow sensors over ``params.calibrate_days`` days
+    before the start (and the hour before them), ``{"series": {sensor: (UTC ns, SI
+    values)}}``; None when no calibration is asked for.  QuestDB, bound queries."""
+
+    ROLES = ("tank_level", "pump_status", "pump_flow", "pump_speed", "zone_inflow")
+
+    def __init__(self, settings, config: ConfigLoader) -> None:
+        self.settings, self.config = settings, config
+
+    async def __call__(self, js: JetStreamContext, event: Event) -> dict | None:
+        from datetime import timedelta
+
+        from contracts.errors import TenantConfigError
+        from ops.wiring import pg_connection
+        from processors.simulate.inputs import start_of
+        from processors.simulate.task import calibrate_days
+
+        if getattr(event, "kind", None) != "simulate":
+            return None
+        try:
+            days = calibrate_days(event)
+            start = start_of(event)
+        except TenantConfigError:
+            return None  # the handler says what is wrong with the params
+        if not days:
+            return None
+        cfg = await self.config(js, event)
+        bindings = cfg["assets"].bindings if cfg.get("assets") else ()
+        sensors = sorted({b.sensor for b in bindings if b.role in self.ROLES})
+        first = start - timedelta(days=days, hours=1)
+        await _visible(self.settings)
+        conn = await pg_connection(self.settings)
+        try:
+            series = {s: await _values(conn, event.tenant, s, first, start) for s in sensors}
+        finally:
+            await conn.close()
+        return {"series": series}

@@ -15,7 +15,8 @@ from ops import loaders
 from ops.settings import Settings
 from processors.normalise import handler as normalise, reported
 from projections import (
-    config_view, forecasts, intake_log, kpis, readings, schedules, tasks, weather,
+    config_view, forecasts, intake_log, kpis, readings, schedules, simulations, tasks,
+    weather,
 )
 from projections.questdb import QuestDB
 
@@ -27,6 +28,7 @@ def components(settings: Settings) -> dict[str, Component]:
     from processors.forecast import tasks as forecast
     from processors.kpi import handler as kpi
     from processors.optimise import task as twin
+    from processors.simulate import task as simulate
     from processors.alerts import handler as alerts
     from projections import alerts as alert_views
     from ops import notifier
@@ -34,8 +36,9 @@ def components(settings: Settings) -> dict[str, Component]:
     db = questdb(settings)
     load = loaders.loaders(settings)
     comps: list[Component] = [
-        Processor.from_module(normalise, loaders=load),
-        Processor.from_module(reported),
+        Processor.from_module(normalise, loaders=load,
+                              concurrency=settings.processor_concurrency),
+        Processor.from_module(reported, concurrency=settings.processor_concurrency),
         Processor.from_module(deviation, loaders=load),
         readings.projection(db),
         weather.projection(db),
@@ -53,14 +56,17 @@ def components(settings: Settings) -> dict[str, Component]:
         TaskWorker(name="worker-forecast", handlers=forecast.HANDLERS, needs=forecast.NEEDS,
                    loaders={n: load[n] for n in forecast.NEEDS}, time_limit_s=1800,
                    preload=("processors.forecast.tasks",)),
-        TaskWorker(name="worker-twin", handlers={"optimise": twin.handle_optimise},
-                   needs=twin.NEEDS, loaders={n: load[n] for n in twin.NEEDS},
-                   time_limit_s=900, preload=("processors.optimise.task",)),
+        TaskWorker(name="worker-twin", handlers={"optimise": twin.handle_optimise,
+                                                 **simulate.HANDLERS},
+                   needs=simulate.NEEDS, loaders={n: load[n] for n in simulate.NEEDS},
+                   time_limit_s=900,
+                   preload=("processors.optimise.task", "processors.simulate.task")),
         # releases never wait behind an optimisation
         TaskWorker(name="worker-release", handlers={"schedule.release": twin.handle_release},
                    needs=twin.NEEDS, loaders={n: load[n] for n in twin.NEEDS},
                    time_limit_s=120, preload=("processors.optimise.task",)),
         schedules.projection(db),
+        simulations.projection(db),
         *alerts.components(alert_views.loaders(db, lambda: pg_connection(settings),
                                                load["config"], alerts.PLANS)),
         alert_views.projection(db),

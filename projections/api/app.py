@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from bus.tokens import TokenFile
 from projections.api import (
     errors, routes_alerts, routes_config, routes_forecasts, routes_intakes, routes_kpis,
-    routes_readings, routes_schedules, routes_tasks,
+    routes_readings, routes_schedules, routes_simulations, routes_tasks,
 )
 from projections.api.config import ApiConfig
 from projections.api.db import Database
@@ -62,6 +62,7 @@ def create_app(config: ApiConfig, *, tokens=None, config_store=None, tasks=None)
     app.include_router(routes_kpis.router)
     app.include_router(routes_alerts.router)
     app.include_router(routes_schedules.router)
+    app.include_router(routes_simulations.router)
     mount_console(app)  # the operators' web pages at / (projections/console)
     errors.install(app, config.retry_after_s)
     _add_probes(app, db, limits, config)
