@@ -51,21 +51,29 @@ class Context:
 @dataclass(frozen=True)
 class Processor:
     """``needs``: resources the runner loads before calling ``handle``; ``loaders``: how
-    (name -> async loader), bound by the bootstrap, never by the processor."""
+    (name -> async loader), bound by the bootstrap, never by the processor.
+
+    ``concurrency``: how many events of one fetched batch the runner may have in hand at
+    once (its handle waits on NATS more than on the CPU).  Events of one tenant are still
+    handled in stream order; only different tenants overlap.  ``alone``: events that are
+    handled with nothing else in flight (a large upload: memory)."""
 
     name: str
     accepts: tuple[type[Event], ...]
     handle: Callable[[Event, Context], Iterable[Event]]
     needs: tuple[str, ...] = ()
     loaders: Mapping[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
+    concurrency: int = 1
+    alone: Callable[[Event], bool] | None = None
 
     @classmethod
     def from_module(cls, module: ModuleType, *,
-                    loaders: Mapping[str, Callable[..., Awaitable[Any]]] | None = None
-                    ) -> Processor:
+                    loaders: Mapping[str, Callable[..., Awaitable[Any]]] | None = None,
+                    concurrency: int = 1) -> Processor:
         needs = tuple(getattr(module, "NEEDS", ()))
         return cls(name=module.NAME, accepts=tuple(module.ACCEPTS), handle=module.handle,
-                   needs=needs, loaders={n: l for n, l in (loaders or {}).items() if n in needs})
+                   needs=needs, loaders={n: l for n, l in (loaders or {}).items() if n in needs},
+                   concurrency=max(1, concurrency), alone=getattr(module, "handled_alone", None))
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,9 @@ class Runner:
                 if self.select is not None:
                     msgs = await self._skip_unselected(msgs)
                 if isinstance(self.component, Processor):
-                    for i, msg in enumerate(msgs):
-                        # the rest of the batch waits: keep it from timing out meanwhile
-                        await self._process(msg, msgs[i + 1:])
+                    # every message in hand is kept from timing out until it is settled
+                    pending = {id(m): m for m in msgs}
+                    await self._with_heartbeat(pending, self._process_batch(msgs, pending))
                 else:
                     await self._sink(msgs)
         finally:
@@ -176,13 +176,61 @@ class Runner:
             return "invalid", problem
         return event
 
-    async def _process(self, msg: Msg, waiting: list[Msg] = ()) -> None:
-        meta = msg.metadata
-        decoded = self._decode(msg)
-        if isinstance(decoded, tuple):
-            await self._dead_letter_msg(msg, *decoded)
+    async def _process_batch(self, msgs: list[Msg], pending: dict[int, Msg]) -> None:
+        """Handle a batch: one at a time, or (``concurrency`` > 1) one lane per tenant,
+        lanes overlapping up to ``concurrency`` events in hand; an event the component
+        wants ``alone`` waits for the lanes before it and holds back the ones after."""
+        decoded: list[tuple[Msg, Event]] = []
+        for msg in msgs:
+            d = self._decode(msg)
+            if isinstance(d, tuple):
+                await self._dead_letter_msg(msg, *d)
+                pending.pop(id(msg), None)
+            else:
+                decoded.append((msg, d))
+        width = self.component.concurrency
+        alone = self.component.alone
+        if width <= 1:
+            for msg, event in decoded:
+                await self._settle(msg, event, pending)
             return
-        event = decoded
+        gate = asyncio.Semaphore(width)
+        group: list[tuple[Msg, Event]] = []
+        for msg, event in decoded:
+            if alone is not None and alone(event):
+                await self._lanes(group, gate, pending)
+                group = []
+                await self._settle(msg, event, pending)
+            else:
+                group.append((msg, event))
+        await self._lanes(group, gate, pending)
+
+    async def _lanes(self, group: list[tuple[Msg, Event]], gate: asyncio.Semaphore,
+                     pending: dict[int, Msg]) -> None:
+        lanes: dict[str, list[tuple[Msg, Event]]] = {}
+        for msg, event in group:
+            lanes.setdefault(event.tenant, []).append((msg, event))
+
+        async def lane(items: list[tuple[Msg, Event]]) -> None:
+            for msg, event in items:
+                async with gate:
+                    await self._settle(msg, event, pending)
+
+        await asyncio.gather(*(lane(items) for items in lanes.values()))
+
+    async def _settle(self, msg: Msg, event: Event, pending: dict[int, Msg]) -> None:
+        try:
+            await self._process(msg, event)
+        except _TRANSPORT_ERRORS as e:  # the ack (or nak) did not reach the server
+            self._log.warning("not settled; the server redelivers it after ack_wait",
+                              event_id=event.event_id, error=repr(e))
+        finally:
+            pending.pop(id(msg), None)
+
+    async def _process(self, msg: Msg, event: Event) -> None:
+        """Handle one decoded event: ack, retry or dead-letter it.  Raises only when
+        the server cannot be told (the message is then redelivered after ack_wait)."""
+        meta = msg.metadata
         bound = self._log.bind(tenant=event.tenant, event_id=event.event_id,
                                subject=msg.subject, stream_seq=meta.sequence.stream)
         with tracing.tracer().start_as_current_span(
@@ -193,8 +241,7 @@ class Runner:
         ):
             t0 = time.perf_counter()
             try:
-                outputs = await self._with_heartbeat([msg, *waiting],
-                                                     self._handle_and_publish(event))
+                outputs = await self._handle_and_publish(event)
             except ContractError as e:
                 await self._dead_letter_msg(msg, "invalid", f"handler rejected the event: {e}")
                 return
@@ -205,7 +252,7 @@ class Runner:
         metrics.record("tagus.runner.handle.duration", time.perf_counter() - t0, **self._attrs)
         metrics.add("tagus.runner.handled", 1, **self._attrs)
         self.stats.handled += 1
-        self.stats.last_stream_seq = meta.sequence.stream
+        self.stats.last_stream_seq = max(self.stats.last_stream_seq, meta.sequence.stream)
         bound.info("handled", outputs=outputs, deliveries=meta.num_delivered)
 
     async def _handle_and_publish(self, event: Event) -> int:
@@ -244,8 +291,9 @@ class Runner:
         finally:
             resources.close(loaded)
 
-    async def _with_heartbeat(self, msgs: list[Msg], work):
-        """Await ``work``, telling the server every ack_wait/3 that ``msgs`` are in progress."""
+    async def _with_heartbeat(self, msgs: list[Msg] | dict[int, Msg], work):
+        """Await ``work``, telling the server every ack_wait/3 that ``msgs`` are in
+        progress (a dict: the messages still unsettled, which the work shrinks)."""
         task = asyncio.ensure_future(work)
         interval = max(self.consumer.ack_wait_s / 3, 0.2)
         while True:
@@ -253,7 +301,7 @@ class Runner:
             if done:
                 return task.result()
             try:
-                for msg in msgs:
+                for msg in list(msgs.values() if isinstance(msgs, dict) else msgs):
                     await msg.in_progress()
             except _TRANSPORT_ERRORS:
                 pass  # the work goes on; a lost heartbeat only risks a redelivery

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Topology (applied by `tagus topology` / ensure_topology)
     stream_replicas: int = Field(1, description="3 on a NATS cluster: tolerates one server down")
     consumer_ack_wait_s: float = 30.0
+    processor_concurrency: int = Field(
+        8, ge=1, le=64, description="events of one batch normalise (and normalise-units) "
+        "handle at once; one tenant's events stay in order")
     consumer_max_deliver: int = 5
 
     tokens_file: Path | None = Field(

@@ -32,6 +32,13 @@ NEEDS = ("payload", "mapping")
 
 MAX_VALUES = 100_000  # readings per message: ~1.8 MB of msgpack, under NATS' 8 MB limit
 MAX_REJECTED = 10_000  # rejection entries per message
+ALONE_BYTES = 4 * 1024 * 1024  # a larger upload is parsed with no other in flight
+
+
+def handled_alone(event: RawIntakeReceived) -> bool:
+    """The runner may overlap small uploads (their time is NATS round trips); a large
+    one is parsed alone, so memory stays that of one large file."""
+    return event.size_bytes > ALONE_BYTES
 
 
 def handle(event: RawIntakeReceived, ctx: Context) -> Iterator[Event]:

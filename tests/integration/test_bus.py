@@ -144,6 +144,59 @@ async def test_never_acked_message_is_dead_lettered_from_the_advisory(nc, fast_s
     assert decode("readings", dead.payload).event_id == reported(3).event_id
 
 
+async def test_concurrent_processor_overlaps_tenants_keeps_each_tenants_order(
+        nc, fast_settings):
+    """``concurrency`` > 1: events of different tenants are in hand at once, one
+    tenant's events are handled in stream order, an ``alone`` event has nothing else in
+    flight, a failing event is retried on its own, and every message is settled."""
+    import threading
+    import time
+
+    lock = threading.Lock()
+    in_flight: list[str] = []
+    seen: list[tuple[str, int]] = []
+    overlaps: list[int] = []
+    alone_company: list[list[str]] = []
+    failed_once: set[str] = set()
+
+    def slow(event, ctx):
+        i = int(event.series[0].values[0])
+        with lock:
+            if i == 13:
+                alone_company.append(list(in_flight))
+            in_flight.append(event.event_id)
+            overlaps.append(len(in_flight))
+        time.sleep(0.05)
+        with lock:
+            in_flight.remove(event.event_id)
+            seen.append((event.tenant, i))
+        if i == 7 and event.event_id not in failed_once:
+            failed_once.add(event.event_id)
+            raise RuntimeError("flaky once")
+        return []
+
+    proc = Processor(name="overlapping", accepts=(ReadingsReported,), handle=slow,
+                     concurrency=4, alone=lambda e: e.series[0].values[0] == 13.0)
+    spec = consumer_for("overlapping", proc.accepts, ack_wait_s=2.0, max_deliver=3,
+                        backoff_s=(0.2, 0.2))
+    js = nc.jetstream()
+    await ensure_topology(js, wiring.topology(fast_settings).with_consumers(spec))
+    tenants = ("acme", "bravo", "carol", "delta")
+    for i in range(20):
+        await publish(js, reported(i, tenant=tenants[i % 4]))
+    async with running(nc, proc, spec) as r:
+        await eventually(lambda: r.stats.handled == 20, what="20 handled")
+    assert max(overlaps) > 1, "nothing overlapped"
+    assert max(overlaps) <= 4
+    assert alone_company == [[]], "the alone event shared the runner"
+    assert r.stats.retried == 1 and r.stats.dead_lettered == 0
+    for t in tenants:  # the retried event came back after its tenant's later ones
+        order = [i for tt, i in seen if tt == t and i != 7]
+        assert order == sorted(order), (t, order)
+    info = await js.consumer_info("READINGS", "overlapping")
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+
+
 async def test_ensure_topology_twice_changes_nothing(nc, fast_settings):
     topo = wiring.topology(fast_settings)
     js = nc.jetstream()
