@@ -41,8 +41,9 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, ObjectNotFoundError
+from opentelemetry import trace
 
-from bus import metrics
+from bus import metrics, tracing
 from bus.publish import publish
 from bus.storage import INTAKE_BUCKET, SEEN_BUCKET, get_mapping, mapping_version
 from contracts.base import derive_id, new_id, utc_now, validate_tenant
@@ -139,11 +140,17 @@ class Intake:
             version = mapping_version(text)
         upload = _Upload(tenant, source, content_type, filename, mapping_id, version,
                          params or {}, force, identity, idempotency_key)
-        if isinstance(body, Path):
-            with open(body, "rb") as f:
-                return await self._submit(f, upload)
-        f = io.BytesIO(body) if isinstance(body, bytes | bytearray) else body
-        return await self._submit(f, upload)
+        # an upload starts a trace (or continues its caller's): every event it leads to,
+        # down to a released schedule, carries it in its headers
+        with tracing.tracer().start_as_current_span(
+                f"intake {source}", kind=trace.SpanKind.PRODUCER,
+                attributes={"tagus.tenant": tenant, "tagus.source": source,
+                            "tagus.filename": filename or ""}):
+            if isinstance(body, Path):
+                with open(body, "rb") as f:
+                    return await self._submit(f, upload)
+            f = io.BytesIO(body) if isinstance(body, bytes | bytearray) else body
+            return await self._submit(f, upload)
 
     def _check_connected(self) -> None:
         if self.nc is not None and not self.nc.is_connected:
