@@ -8,7 +8,7 @@ differences), ``/forecasts``, ``/data`` (sensor explorer, export, uploads and th
 accounting, a file dropped onto the page is ingested), ``/tasks``, ``/alerts``
 (acknowledge), ``/config`` (documents, history, diffs; edits with admin scope),
 ``/whatif`` (pumps out of service, a demand multiplier: an ``optimise`` run against the
-baseline).  ``/login`` once with a token, then a session (``session.py``); every form
+baseline), ``/simulations`` (runs of the twin: pumps, tank levels, warnings, calibration).  ``/login`` once with a token, then a session (``session.py``); every form
 carries a CSRF token.  ``/console/live`` is what pages poll to announce a new schedule
 or alert.
 
@@ -25,14 +25,14 @@ from fastapi.staticfiles import StaticFiles
 
 from projections.console import (
     live, login, page_alerts, page_config, page_data, page_forecasts, page_overview,
-    page_schedule, page_tasks, page_whatif,
+    page_schedule, page_simulations, page_tasks, page_whatif,
 )
 from projections.console.session import Sessions
 from projections.console.web import HERE
 
 ROUTERS = (login.router, live.router, page_overview.router, page_schedule.router,
            page_forecasts.router, page_data.router, page_tasks.router, page_alerts.router,
-           page_config.router, page_whatif.router)
+           page_config.router, page_whatif.router, page_simulations.router)
 
 
 def mount(app: FastAPI, *, sessions: Sessions | None = None,

@@ -43,7 +43,8 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
 PAGES = (("overview", "/", "Overview"), ("schedule", "/schedule", "Schedule"),
          ("forecasts", "/forecasts", "Forecasts"), ("data", "/data", "Data"),
          ("tasks", "/tasks", "Tasks"), ("alerts", "/alerts", "Alerts"),
-         ("config", "/config", "Configuration"), ("whatif", "/whatif", "What-if"))
+         ("config", "/config", "Configuration"), ("whatif", "/whatif", "What-if"),
+         ("simulations", "/simulations", "Simulations"))
 
 
 # ---------------------------------------------------------------- formatting

@@ -135,6 +135,16 @@ async def test_ltown_simulation_event_rows_and_api(nc, fast_settings, shared_dat
                     ).status_code == 404
             assert (await api.get("/v1/simulations/nope", headers=_h(read))).status_code in \
                 (400, 422)
+            # the console's page: the run's pumps and tank levels drawn, its calibration
+            await api.get("/login")
+            form = await api.post("/login", data={"token": read, "nonce": "forged"})
+            nonce = form.text.split('name="nonce" value="')[1].split('"')[0]
+            assert (await api.post("/login", data={"token": read, "nonce": nonce})
+                    ).status_code == 303
+            page = await api.get("/simulations")
+            assert page.status_code == 200, page.text[:500]
+            assert 'id="sim-gantt-figure"' in page.text and "PUMP_1" in page.text
+            assert 'id="calibration"' in page.text and s.event_id in page.text
             # QuestDB: a summary row, T1 at 7 instants, PUMP_1 and zone town at 6 periods
             conn = await wiring.pg_connection(fast_settings)
             try:
