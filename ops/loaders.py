@@ -402,6 +402,7 @@ class OptimiseInputs:
     async def __call__(self, js: JetStreamContext, event: Event) -> dict:
         from datetime import timedelta
 
+        from contracts.errors import TenantConfigError
         from processors.optimise.task import PERIOD_S, horizon_of, start_of
 
         released = await self.released(js, event)
@@ -410,7 +411,14 @@ class OptimiseInputs:
             return {"proposed": await self.stream.proposal(js, event.tenant, schedule_id),
                     "last_version": max((r.version for r in released), default=0)}
         cfg = await self.config(js, event)
-        start, hours = start_of(event), horizon_of(event)
+        try:
+            start, hours = start_of(event), horizon_of(event)
+        except TenantConfigError:
+            if event.kind != "simulate":
+                raise
+            # the simulate handler refuses the params with the same message, as a failed task
+            return {"levels": {}, "level_at": {}, "demand": {}, "prices": None,
+                    "released": None}
         end = start + timedelta(hours=hours)
         assets = cfg.get("assets")
         bindings = assets.bindings if assets else ()

@@ -145,6 +145,13 @@ async def test_ltown_simulation_event_rows_and_api(nc, fast_settings, shared_dat
             assert page.status_code == 200, page.text[:500]
             assert 'id="sim-gantt-figure"' in page.text and "PUMP_1" in page.text
             assert 'id="calibration"' in page.text and s.event_id in page.text
+            # bad params: the task fails for good, saying what was expected
+            bad = await request_task(js, tenant, "simulate", {"horizon_h": 500},
+                                     requested_by="test")
+            await eventually(lambda: _outcome(nc, bad.event_id), timeout_s=60, what="refused")
+            failed = await _outcome(nc, bad.event_id)
+            assert isinstance(failed, TaskFailed) and not failed.retryable
+            assert "horizon_h: 1..168" in failed.detail + failed.reason, failed
             # QuestDB: a summary row, T1 at 7 instants, PUMP_1 and zone town at 6 periods
             conn = await wiring.pg_connection(fast_settings)
             try:

@@ -215,3 +215,21 @@ def test_the_task_reports_the_calibration(config, measured):
     assert s.calibration is not None and s.calibration.tanks[0].rmse_m < 0.02
     empty = _run(config, calibrate_days=1, calibration={"series": {}})
     assert "no readings of T1" in empty.calibration.tanks[0].reason
+
+
+def test_the_projection_rows_of_a_run(config):
+    """One summary row, a tank row per period start and the end, a pump and a zone row
+    per period; the keys differ row by row (a replay upserts the same rows)."""
+    from projections.simulations import frame
+
+    s = _run(config, schedule="own-controls")
+    df = frame([s, s])  # the same event twice: the same keys twice
+    one = frame([s])
+    assert one["kind"].value_counts().to_dict() == {"summary": 1, "tank": 7, "pump": 6,
+                                                    "zone": 6}
+    keys = ["ts", "tenant", "simulation_id", "kind", "element"]
+    assert not one.duplicated(keys).any() and df.drop_duplicates(keys).shape == one.shape
+    pump = one[one["kind"] == "pump"].sort_values("ts")
+    assert list(pump["energy_kwh"]) == pytest.approx(s.pumps[0].energy_kwh)
+    summary = one[one["kind"] == "summary"].iloc[0]
+    assert summary["energy_kwh"] == pytest.approx(s.energy_kwh) and summary["period"] == 6
