@@ -8,7 +8,8 @@ differences), ``/forecasts``, ``/data`` (sensor explorer, export, uploads and th
 accounting, a file dropped onto the page is ingested), ``/tasks``, ``/alerts``
 (acknowledge), ``/config`` (documents, history, diffs; edits with admin scope),
 ``/whatif`` (pumps out of service, a demand multiplier: an ``optimise`` run against the
-baseline), ``/simulations`` (runs of the twin: pumps, tank levels, warnings, calibration).  ``/login`` once with a token, then a session (``session.py``); every form
+baseline), ``/simulations`` (runs of the twin: pumps, tank levels, warnings,
+calibration).  ``/login`` once with a token, then a session (``session.py``); every form
 carries a CSRF token.  ``/console/live`` is what pages poll to announce a new schedule
 or alert.
 
