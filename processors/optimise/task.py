@@ -34,7 +34,7 @@ from contracts.errors import TenantConfigError
 from contracts.schedules import PumpPlan, ScheduleProposed, ScheduleReleased
 from processors.optimise import Problem, PumpRules, optimise
 from processors.simulate.cost import PeriodPrices
-from processors.simulate.inputs import (  # noqa: F401 - start_of, horizon_of: the loaders'
+from processors.simulate.inputs import (  # noqa: F401 - MAX_LEVEL_AGE_S kept for callers
     MAX_LEVEL_AGE_S, PERIOD_S, horizon_of, prices, start_of, starting_point, zones_of,
 )
 from processors.simulate.network import load_network
