@@ -2,7 +2,7 @@
 
 Publishing injects the current span's context; the runner extracts it and starts the
 processor's span as its child, so one reading's path through the processors is one trace.
-Which exporter receives the spans is wired by the process (``ops.telemetry``).
+Which exporter receives the spans is wired by the process (``ops.logs.configure_tracing``).
 """
 
 from __future__ import annotations

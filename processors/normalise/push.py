@@ -21,7 +21,8 @@ from contracts.mapping import SourceMapping, TimestampSpec
 from processors.normalise.clock import Clock
 from processors.normalise.numbers import Numbers
 from processors.normalise.rules import (
-    IS_MISSING, IS_TEXT, NAT, OK, ParsedChunk, Rulebook, SensorRule, Tally, Window, clip,
+    IS_MISSING, IS_TEXT, NAT, OK, ParsedChunk, Rulebook, Segment, SensorRule, Tally, Window,
+    clip,
 )
 
 PUSH_TIMESTAMP = TimestampSpec(format="auto")  # ISO text with offset, or epoch-ms numbers
@@ -122,6 +123,12 @@ class PushRecords:
         tally = Tally(rows, rules.cap)
         for k, sensor_id, raw, reason, detail, count in self._faults:
             tally.reject_row(k, sensor_id, raw, reason, detail, count)
+        segments: list[Segment] = []
+        ks_all: list[int] = []  # the values that go on to the rulebook, segment by segment
+        utc_all: list[int] = []
+        values_all: list[float] = []
+        codes_all: list[int] = []
+        raws_all: list[str] = []
         for (key, unit), rec in self._keys.items():
             spec = self.mapping.sensors.get(key)
             sensor = SensorRule.of(spec, key, unit)
@@ -142,19 +149,34 @@ class PushRecords:
                     stamp = rec.stamps[j]
                     shown = str(stamp[0]) if stamp is not None else str(int(utc[j]))
                     tally.reject_row(int(ks[j]), sensor_id, shown, *f)
-            good = np.array([j for j, f in enumerate(faults) if f is None], dtype=np.int64)
-            if not good.size:
+            good = [j for j, f in enumerate(faults) if f is None]
+            if not good:
                 continue
-            raws = [rec.raws[j] for j in good.tolist()]
             if isinstance(sensor, str):
                 reason, _, detail = sensor.partition("|")
-                tally.reject_cells(sensor_id, ks[good].tolist(), [reason] * good.size,
-                                   [unit or ""] * good.size, detail)
+                tally.reject_cells(sensor_id, [rec.ks[j] for j in good], [reason] * len(good),
+                                   [unit or ""] * len(good), detail)
                 continue
-            rules.values(tally, sensor, ks[good], utc[good],
-                         np.asarray(rec.values, dtype=np.float64)[good],
-                         np.asarray(rec.codes, dtype=np.int8)[good], raws,
-                         non_numeric="expected a number")
+            segments.append(Segment(sensor, len(good)))
+            times = utc.tolist()
+            if len(good) == len(faults):
+                ks_all += rec.ks
+                utc_all += times
+                values_all += rec.values
+                codes_all += rec.codes
+                raws_all += rec.raws
+            else:
+                ks_all += [rec.ks[j] for j in good]
+                utc_all += [times[j] for j in good]
+                values_all += [rec.values[j] for j in good]
+                codes_all += [rec.codes[j] for j in good]
+                raws_all += [rec.raws[j] for j in good]
+        if segments:  # every sensor's values through the rulebook in one pass
+            rules.values_of(tally, segments, np.asarray(ks_all, dtype=np.int64),
+                            np.asarray(utc_all, dtype=np.int64),
+                            np.asarray(values_all, dtype=np.float64),
+                            np.asarray(codes_all, dtype=np.int8), raws_all,
+                            non_numeric="expected a number")
         self._reset()
         return tally.finish()
 

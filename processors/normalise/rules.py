@@ -248,6 +248,10 @@ class Tally:
     def finish(self) -> ParsedChunk:
         series = []
         for (sensor_id, unit), (kss, ts, vs) in self.parts.items():
+            if len(kss) == 1 and kss[0].size == 1:  # the common push: one value
+                series.append(Series(sensor_id=sensor_id, unit=unit,
+                                     timestamps_ns=ts[0].tolist(), values=vs[0].tolist()))
+                continue
             order = np.argsort(np.concatenate(kss), kind="stable")
             series.append(Series(sensor_id=sensor_id, unit=unit,
                                  timestamps_ns=np.concatenate(ts)[order].tolist(),
@@ -298,26 +302,57 @@ class Rulebook:
                non_numeric: str = "expected a number") -> None:
         """Classify one sensor's values (rows ``ks``, instants ``t``; ``codes`` from reading
         them: OK, IS_MISSING or IS_TEXT), accept the good ones into ``tally``."""
-        if (problem := self.id_problem(sensor.id)) is not None:
-            tally.reject_cells(sensor.id, ks.tolist(), ["invalid_sensor_id"] * ks.size,
-                               raws, problem)
-            return
-        factor = sensor.factor if factor is None else factor
-        offset = sensor.offset if offset is None else offset
+        self.values_of(tally, [Segment(sensor, ks.size, factor, offset)], ks, t, values,
+                       codes, raws, non_numeric=non_numeric)
+
+    def values_of(self, tally: Tally, segments: list[Segment], ks: np.ndarray, t: np.ndarray,
+                  values: np.ndarray, codes: np.ndarray, raws: list, *,
+                  non_numeric: str = "expected a number") -> None:
+        """``values`` for several sensors at once: the arrays hold each segment's values
+        one after the other.  A push of many sensors with a value or two each is
+        converted and range-checked in one pass instead of one pass per sensor."""
+        bounds = np.cumsum([0] + [g.n for g in segments])
         codes = codes.copy()
+        live = []  # segments whose sensor id is usable
+        for g, a, b in zip(segments, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            if (problem := self.id_problem(g.sensor.id)) is not None:
+                tally.reject_cells(g.sensor.id, ks[a:b].tolist(), ["invalid_sensor_id"] * (b - a),
+                                   raws[a:b], problem)
+                codes[a:b] = -1  # settled
+            elif b > a:
+                live.append((g, a, b))
+        if not live:
+            return
+        n = [g.n for g in segments]
+        factor = np.repeat([g.sensor.factor if g.factor is None else g.factor
+                            for g in segments], n)
+        offset = np.repeat([g.sensor.offset if g.offset is None else g.offset
+                            for g in segments], n)
+        lo = np.repeat([g.sensor.lo for g in segments], n)
+        hi = np.repeat([g.sensor.hi for g in segments], n)
         codes[(codes == OK) & ~np.isfinite(values)] = IS_TEXT
         si = values * factor + offset
+        codes[(codes == OK) & ~((si >= lo) & (si <= hi))] = OUT_OF_RANGE
         ok = codes == OK
-        codes[ok & ~((si >= sensor.lo) & (si <= sensor.hi))] = OUT_OF_RANGE
-        ok = np.flatnonzero(codes == OK)
-        seen = self.seen.get(sensor.id)
-        if seen is None:
-            seen = self.seen[sensor.id] = Instants()
-        codes[ok[~seen.add_many(t[ok])]] = DUPLICATE
+        for g, a, b in live:
+            idx = np.flatnonzero(ok[a:b]) + a
+            if not idx.size:
+                continue
+            seen = self.seen.get(g.sensor.id)
+            if seen is None:
+                seen = self.seen[g.sensor.id] = Instants()
+            new = seen.add_many(t[idx])
+            if not new.all():
+                codes[idx[~new]] = DUPLICATE
         keep = codes == OK
-        tally.accept(sensor.id, sensor.si_unit, ks[keep], t[keep], si[keep])
-        bad = np.flatnonzero(~keep)
-        if bad.size:
+        for g, a, b in live:
+            k = keep[a:b]
+            if k.all():
+                tally.accept(g.sensor.id, g.sensor.si_unit, ks[a:b], t[a:b], si[a:b])
+                continue
+            tally.accept(g.sensor.id, g.sensor.si_unit, ks[a:b][k], t[a:b][k], si[a:b][k])
+            bad = np.flatnonzero(~k) + a
+            sensor = g.sensor
             names = [CODE_REASONS[r] for r in codes[bad].tolist()]
             details = {"out_of_range": f"outside the physical range [{sensor.lo:g}, "
                                        f"{sensor.hi:g}] {sensor.si_unit} ({sensor.unit} "
@@ -325,6 +360,17 @@ class Rulebook:
                        "non_numeric": non_numeric}
             tally.reject_cells(sensor.id, ks[bad].tolist(), names,
                                [raws[j] for j in bad.tolist()], details)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """``n`` consecutive values of one sensor in ``Rulebook.values_of``; ``factor`` and
+    ``offset`` override the sensor's conversion (a column's own unit)."""
+
+    sensor: SensorRule
+    n: int
+    factor: float | None = None
+    offset: float | None = None
 
 
 class Instants:
@@ -344,6 +390,8 @@ class Instants:
 
     def add_many(self, t: np.ndarray) -> np.ndarray:
         """Add instants in order; True where an instant was new (first occurrence wins)."""
+        if t.size == 1:
+            return np.array([self.add(int(t[0]))])
         if t.size and (not self._last or t[0] > self._last[-1]) and bool(np.all(np.diff(t) > 0)):
             self._extend(t)
             return np.ones(t.size, dtype=bool)
