@@ -43,6 +43,7 @@ KINDS = ("simulate",)
 NEEDS = ("config", "optimise_inputs", "calibration_inputs")
 PARAMS = ("start", "horizon_h", "demand", "schedule", "out_of_service", "demand_multiplier",
           "calibrate_days")
+CHAIN_PARAMS = ("cause", "cause_type")  # what a chain rule adds to every request
 RUNNING_FLOW_M3S = 1e-6
 MAX_SPEED = 1.5
 SCHEDULE_ID = re.compile(r"[0-9a-f-]{36}")
@@ -61,7 +62,7 @@ def calibrate_days(event) -> int:
 
 
 def _check_params(event) -> str:
-    unknown = sorted(set(event.params) - set(PARAMS))
+    unknown = sorted(set(event.params) - set(PARAMS) - set(CHAIN_PARAMS))
     if unknown:
         raise TenantConfigError(f"params: unknown {', '.join(unknown)}; the simulate task "
                                 f"takes {', '.join(PARAMS)}")

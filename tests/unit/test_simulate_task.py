@@ -233,3 +233,9 @@ def test_the_projection_rows_of_a_run(config):
     assert list(pump["energy_kwh"]) == pytest.approx(s.pumps[0].energy_kwh)
     summary = one[one["kind"] == "summary"].iloc[0]
     assert summary["energy_kwh"] == pytest.approx(s.energy_kwh) and summary["period"] == 6
+
+
+def test_a_chain_rule_may_request_a_simulation(config):
+    """A chain adds ``cause`` and ``cause_type`` to the params of every request."""
+    s = _run(config, cause="e1", cause_type="schedule.released")
+    assert s.pumps and s.tanks
