@@ -628,6 +628,16 @@ def _questdb_conf(settings: Settings) -> str:
         f"line.tcp.net.bind.to={h}:{settings.questdb_ilp_port}\n"
         "line.udp.enabled=false\n"
         "telemetry.enabled=false\n"
+        # idle workers spin 10,000 polls before sleeping (QuestDB's default): with a
+        # commit every few tens of ms they never sleep, and spinning costs a core
+        "shared.worker.sleep.threshold=100\n"
+        "wal.apply.worker.sleep.threshold=100\n"
+        "mat.view.refresh.worker.sleep.threshold=100\n"
+        "line.tcp.io.worker.sleep.threshold=100\n"
+        "line.tcp.writer.worker.sleep.threshold=100\n"
+        "view.compiler.worker.sleep.threshold=100\n"
+        "live.view.refresh.worker.sleep.threshold=100\n"
+        "export.worker.sleep.threshold=100\n"
     )
 
 
