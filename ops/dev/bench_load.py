@@ -292,8 +292,11 @@ def _naive(ms: int) -> datetime:
 # ---------------------------------------------------------------- clean-up
 
 
-async def drop_days(settings: Settings, db, first: datetime, last: datetime) -> str:
-    """Drop the day partitions [first day, last day] when only ``load-`` tenants hold rows."""
+async def drop_days(settings: Settings, db, first: datetime, last: datetime,
+                    only: set[str] | None = None) -> str:
+    """Drop the day partitions [first day, last day] when only ``load-`` tenants hold rows
+    (``only``: only these tenants -- at the end of a run, so it never drops the rows of
+    another run started meanwhile on the same stack)."""
     lo = datetime(first.year, first.month, first.day, tzinfo=UTC)
     hi = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
     conn = await wiring.pg_connection(settings)
@@ -303,7 +306,8 @@ async def drop_days(settings: Settings, db, first: datetime, last: datetime) -> 
         await conn.close()
     if not held:
         return ""
-    others = [t for t, _ in held if not t.startswith(PREFIX)]
+    others = [t for t, _ in held
+              if not t.startswith(PREFIX) or (only is not None and t not in only)]
     span = f"{lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
     if others:
         return f"kept {TABLE} partitions {span}: they also hold rows of {others[:5]}"
@@ -530,7 +534,7 @@ async def _main(settings: Settings, args, cmd: str) -> int:
                     print(f"kept: tenants {PREFIX}{stamp}-* (--keep)")
                 else:
                     notes = [await cleanup(nc, tenants, run.pushes)]
-                    notes.append(await drop_days(settings, db, BASE, BASE))
+                    notes.append(await drop_days(settings, db, BASE, BASE, set(tenants)))
                     print("clean-up: " + "; ".join(n for n in notes if n))
     return 0 if ok else 1
 
