@@ -10,7 +10,8 @@
 5. runs tasks through the task workers: the data completeness KPI of L-Town, demand
    models trained and a week's forecast issued for two BWDF districts, and L-Town's pump
    schedule for 15 January 2019 optimised on the demand it measured (a what-if on
-   history), verified in EPANET against the network's own controls;
+   history), verified in EPANET against the network's own controls; the same day in the
+   twin under its own controls, with the twin checked against the day before's readings;
 6. prints what QuestDB holds, asks the operators' API (a token, read scope) for a
    downsampled range and a forecast joined with actuals;
 7. draws pictures: L-Town's schedule (price, pump, tank level within bounds), a week of
@@ -31,7 +32,7 @@ from ops.dev import plots, stack
 from ops.dev.stack import free_port
 from ops.ingest import format_report, ingest
 from ops.settings import Settings
-from projections import readings, schedules
+from projections import readings, schedules, simulations
 
 UPLOADS = [  # (tenant, file under shared data, mapping under tests/mappings)
     ("ltown", "battledim/2019-01_SCADA_Flows.csv", "battledim_flows.yaml"),
@@ -138,7 +139,11 @@ async def _tasks(nc, settings: Settings) -> None:
             ("bwdf", "forecast.run", {"issued_at": FORECAST_AT}),
             # a what-if on history: L-Town's day planned on the demand it measured
             ("ltown", "optimise", {"start": "2019-01-15T00:00Z", "demand": "actual",
-                                   "time_limit_s": 60})]
+                                   "time_limit_s": 60}),
+            # the twin on its own: the same day under the network's own controls, and
+            # how far the twin was from the readings the day before
+            ("ltown", "simulate", {"start": "2019-01-15T00:00Z", "demand": "actual",
+                                   "schedule": "own-controls", "calibrate_days": 1})]
     async with components_running(nc, settings, wiring.topology(settings), timeout_s=900):
         for tenant, kind, params in jobs:
             t0 = time.monotonic()
@@ -151,7 +156,7 @@ async def _tasks(nc, settings: Settings) -> None:
             else:
                 print(f"   {tenant} {kind}: {type(outcome).__name__}: "
                       f"{getattr(outcome, 'detail', '')}")
-    for table in ("kpis", "forecast_models", "schedules"):  # applied, not only accepted
+    for table in ("kpis", "forecast_models", "schedules", "simulations"):  # applied
         await asyncio.to_thread(wiring.questdb(settings).wait_for_wal, table, 60.0)
     conn = await wiring.pg_connection(settings)
     try:
@@ -174,6 +179,14 @@ async def _tasks(nc, settings: Settings) -> None:
                   f"{s['cost']:.2f} {s['currency']} vs the network's own controls "
                   f"{s['baseline_cost']:.2f} ({s['status']}); "
                   f"`tagus schedules show {s['schedule_id']} --tenant ltown`")
+        if (sim_id := await simulations.latest_id(conn, "ltown")) is not None:
+            d = await simulations.simulation_detail(conn, "ltown", sim_id)
+            fits = (d.get("calibration") or {}).get("tanks") or []
+            fit = ", ".join(f"{f['tank']} RMSE {f['rmse_m']:.2f} m, bias {f['bias_m']:+.2f} m"
+                            for f in fits if f.get("rmse_m") is not None) or "no tank compared"
+            print(f"   twin ltown {d['start'][:16]} ({d['schedule']}): {d['energy_kwh']:.0f} kWh, "
+                  f"{d['cost']:.2f} {d['currency']}, {d['warnings']} warning(s); "
+                  f"against the readings of the day before: {fit}")
     finally:
         await conn.close()
 

@@ -98,9 +98,11 @@ async def test_demo_ingests_reports_and_draws(settings, shared_data, clean_bus):
     assert "ltown/network version" in out and "junctions=782" in out, _shown(res)
     assert "+  price: 0.08 EUR/kWh" in out, _shown(res)  # the tariff change, as a diff
     for task in ("ltown data.completeness: completed", "bwdf forecast.train: completed",
-                 "bwdf forecast.run: completed"):
+                 "bwdf forecast.run: completed", "ltown simulate: completed"):
         assert task in out, f"missing {task!r}\n{_shown(res)}"
     assert "KPI ltown 2019-01-15 completeness T1: 1.000" in out, _shown(res)
+    assert re.search(r"twin ltown 2019-01-15T00:00 \(own controls\): \d+ kWh, .*T1 RMSE "
+                     r"\d+\.\d\d m", out), _shown(res)
     assert re.search(r"168 hours issued 2022-07-10T22:00:00Z, measured 168", out), _shown(res)
     assert "FAILED" not in out, _shown(res)
     # one accounting per upload, adding up (received = accepted + rejected + missing), and
