@@ -43,7 +43,7 @@ from bus.outputs import OutputLog
 from bus.pull import Puller
 from bus.subjects import tenant_of_subject
 from bus.components import Component, Context, Processor, Projection
-from bus.topology import ConsumerSpec, consumer_for
+from bus.topology import ConsumerSpec
 from contracts.base import TENANT_RE, Event, derive_id, event_type, utc_now
 from contracts.deadletters import MessageDeadLettered
 from contracts.errors import ContractError, TransientError

@@ -6,7 +6,6 @@ QuestDB ``tasks`` table (one row per transition) and, for one task, its events.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 

@@ -25,7 +25,6 @@ import contextlib
 from datetime import UTC, datetime
 
 import msgspec
-import nats.errors
 from nats.js import api as js_api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
